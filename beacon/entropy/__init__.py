@@ -1,0 +1,60 @@
+"""Entropy for localRandomValue: the ``EntropySource`` port and what it returns.
+
+Every pulse's localRandomValue is SHA-512 of an *entropy record*: canonical JSON
+(sorted keys, no whitespace, UTF-8) saying where the bits came from. The record
+is committed one period ahead through the precommitment and published with its
+pulse, so anyone can check it against the signed chain.
+
+This package does not schedule anything: the service decides when to draw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+#: Source kinds a record may name. The verifier reports pulses by these.
+QUANTUM_HARDWARE = "quantum-hardware"
+QUANTUM_SIMULATOR = "quantum-simulator"
+OS_FALLBACK = "os-fallback"
+SOURCE_KINDS = (QUANTUM_HARDWARE, QUANTUM_SIMULATOR, OS_FALLBACK)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Return the canonical bytes of a JSON value: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntropyDraw:
+    """One pulse's entropy: the record bytes, and the kind of source they came from."""
+
+    record: bytes
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown entropy source kind {self.kind!r}")
+
+    @property
+    def local_random_value(self) -> bytes:
+        """SHA-512 of the record bytes: the pulse's localRandomValue."""
+        return hashlib.sha512(self.record).digest()
+
+
+class EntropySource(Protocol):
+    """Delivers the entropy for one pulse.
+
+    ``draw`` may block for seconds (a quantum job); the service calls it off the
+    scheduling thread, one period ahead of the pulse. It raises
+    ``beacon.errors.EntropyError`` when it cannot deliver healthy bits; the
+    service then falls back to the OS source and discloses it.
+    """
+
+    name: str
+
+    def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw: ...

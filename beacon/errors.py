@@ -1,0 +1,35 @@
+"""The beacon service's one exception tree.
+
+No botocore, qiskit, sqlite3 or OS exception escapes a port: adapters wrap
+them with ``raise ... from`` into one of these, so the CLI can print one line.
+"""
+
+from __future__ import annotations
+
+
+class BeaconError(Exception):
+    """Root of every error the beacon raises on purpose."""
+
+
+class ConfigError(BeaconError):
+    """The configuration (file, environment or flags) is invalid."""
+
+
+class KeyFileError(BeaconError):
+    """The signing key or certificate is missing, unreadable or unsafe."""
+
+
+class StateError(BeaconError):
+    """The durable state is unusable (locked by another process, corrupt, inconsistent)."""
+
+
+class EntropyError(BeaconError):
+    """An entropy source could not deliver usable bits."""
+
+
+class PublishError(BeaconError):
+    """The store refused or failed a write or read."""
+
+
+class AlreadyPublishedError(PublishError):
+    """A create-only write found different bytes already stored under the key."""

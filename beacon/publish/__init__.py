@@ -1,0 +1,46 @@
+"""Publication: the ``Publisher`` port, its adapters, and the static site.
+
+Keys are relative to the site root and identical for every adapter; the URL
+grammar itself lives in ``beacon_verifier.layout`` so that the producer and the
+verifier cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+JSON = "application/json"
+PEM = "application/x-pem-file"
+HTML = "text/html; charset=utf-8"
+
+#: Cache lifetime of immutable objects (one year, never revalidated).
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+class Publisher(Protocol):
+    """A store of objects under slash-separated keys.
+
+    Immutability is enforced by the store itself, never by checking first.
+    """
+
+    def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Create ``key`` with ``data``; the store refuses if it exists.
+
+        Returns normally when the stored bytes already equal ``data`` (an
+        idempotent retry). Raises ``AlreadyPublishedError`` when different bytes
+        are stored, ``PublishError`` when the store fails.
+        """
+        ...
+
+    def put_mutable(self, key: str, data: bytes, *, content_type: str, max_age: int) -> None:
+        """Create or replace ``key`` atomically (``last`` pointers, indexes, status)."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """Return the bytes under ``key``, or None when there is none."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Yield the keys that start with ``prefix``, in lexicographic order."""
+        ...

@@ -1,0 +1,540 @@
+"""The NIST Randomness Beacon 2.0 pulse: model, strict parsing, and the signed bytes.
+
+This is the one place the pulse format is written down in code. The beacon
+imports it to build pulses; the verifier uses it to check them.
+
+- ``parse_pulse`` turns JSON bytes into a frozen, validated ``Pulse`` that keeps
+  the original bytes; malformed input raises ``PulseFormatError`` naming the field.
+- ``signing_input`` returns the serialization S: the bytes that are signed and
+  that prefix the outputValue input. Nothing else computes it.
+- ``output_value`` computes outputValue from S and the raw signature.
+- ``emit_pulse`` writes JSON in NIST's key order and hex conventions.
+- ``certificate_id`` / ``load_certificate`` identify a certificate by the
+  SHA-512 of its DER, parsing PEM leniently.
+
+This module performs no I/O and no cryptographic verification (see ``checks``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, NewType
+
+from cryptography import x509
+
+from beacon_verifier.errors import PulseFormatError
+
+OutputValue = NewType("OutputValue", bytes)
+CertificateId = NewType("CertificateId", bytes)
+Signature = NewType("Signature", bytes)
+
+HASH_LEN = 64  # SHA-512
+ZERO_HASH = bytes(HASH_LEN)
+CIPHER_SUITE_RSA_SHA512 = 0
+LINK_TYPES = ("previous", "hour", "day", "month", "year")
+
+# statusCode bits as deployed by NIST.
+STATUS_CHAIN_START_OR_NO_PRECOMMIT = 1
+STATUS_GAP = 2
+STATUS_CERTIFICATE_CHANGED = 4
+STATUS_CHAIN_END = 8
+STATUS_ALL_BITS = 15
+
+MAX_U32 = 2**32 - 1
+MAX_U64 = 2**64 - 1
+MAX_PULSE_BYTES = 64 * 1024
+MAX_SIGNATURE_BYTES = 2048  # RSA-16384; anything larger is not a real pulse
+MAX_STRING_BYTES = 2048
+
+_TIMESTAMP_RE = re.compile(r"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z\Z")
+_HEX_RE = re.compile(r"\A[0-9A-Fa-f]*\Z")
+
+
+# --- validation helpers -------------------------------------------------------
+
+
+def _require_uint(name: str, value: object, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PulseFormatError(name, f"must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= maximum:
+        raise PulseFormatError(name, f"{value} is outside 0..{maximum}")
+
+
+def _require_hash(name: str, value: object) -> None:
+    if not isinstance(value, bytes):
+        raise PulseFormatError(name, "must be bytes")
+    if len(value) != HASH_LEN:
+        raise PulseFormatError(name, f"must be {HASH_LEN} bytes, got {len(value)}")
+
+
+def _require_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise PulseFormatError(name, f"must be a string, got {type(value).__name__}")
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PulseFormatError(name, "is not valid UTF-8 text") from exc
+    if len(encoded) > MAX_STRING_BYTES:
+        raise PulseFormatError(name, f"longer than {MAX_STRING_BYTES} bytes")
+
+
+class OutputVariant(Enum):
+    """How a beacon computed outputValue from S and the signature."""
+
+    NIST = "nist"  # SHA-512(S || signature)
+    INMETRO = "inmetro"  # SHA-512(S || u32(len(signature)) || signature)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class External:
+    """The ``external`` object: an outside value mixed into the pulse (zeros when unused)."""
+
+    source_id: bytes
+    status_code: int
+    value: bytes
+
+    def __post_init__(self) -> None:
+        _require_hash("external.sourceId", self.source_id)
+        _require_uint("external.statusCode", self.status_code, MAX_U32)
+        _require_hash("external.value", self.value)
+
+
+ZERO_EXTERNAL = External(source_id=ZERO_HASH, status_code=0, value=ZERO_HASH)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListValue:
+    """One skip-list link: its type, the linked pulse's outputValue, and its (unsigned) uri."""
+
+    uri: str | None
+    type: str
+    value: bytes
+
+    def __post_init__(self) -> None:
+        if self.type not in LINK_TYPES:
+            raise PulseFormatError("listValues.type", f"unknown link type {self.type!r}")
+        _require_hash(f"listValues[{self.type}].value", self.value)
+        if self.uri is not None:
+            _require_str(f"listValues[{self.type}].uri", self.uri)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pulse:
+    """A well-formed pulse. Constructing one validates every field.
+
+    ``raw`` holds the bytes the pulse was parsed from (None for a pulse built in
+    memory); hash and store those, never a re-serialization.
+    """
+
+    uri: str | None
+    version: str
+    cipher_suite: int
+    period: int
+    certificate_id: bytes
+    chain_index: int
+    pulse_index: int
+    time_stamp: str
+    local_random_value: bytes
+    external: External
+    list_values: tuple[ListValue, ...]
+    precommitment_value: bytes
+    status_code: int
+    signature_value: bytes
+    output_value: bytes
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+    time_ms: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.uri is not None:
+            _require_str("uri", self.uri)
+        _require_str("version", self.version)
+        _require_uint("cipherSuite", self.cipher_suite, MAX_U32)
+        _require_uint("period", self.period, MAX_U32)
+        if self.period == 0:
+            raise PulseFormatError("period", "must be positive")
+        _require_hash("certificateId", self.certificate_id)
+        _require_uint("chainIndex", self.chain_index, MAX_U64)
+        _require_uint("pulseIndex", self.pulse_index, MAX_U64)
+        if self.chain_index < 1:
+            raise PulseFormatError("chainIndex", "must be at least 1")
+        if self.pulse_index < 1:
+            raise PulseFormatError("pulseIndex", "must be at least 1")
+        time_ms = parse_timestamp(self.time_stamp)
+        if time_ms % self.period != 0:
+            raise PulseFormatError(
+                "timeStamp", f"{self.time_stamp} is not on a {self.period} ms period boundary"
+            )
+        object.__setattr__(self, "time_ms", time_ms)
+        _require_hash("localRandomValue", self.local_random_value)
+        if not isinstance(self.external, External):
+            raise PulseFormatError("external", "must be an External")
+        types = tuple(lv.type for lv in self.list_values)
+        if types != LINK_TYPES:
+            raise PulseFormatError(
+                "listValues", f"types must be {', '.join(LINK_TYPES)} in order, got {types}"
+            )
+        _require_hash("precommitmentValue", self.precommitment_value)
+        _require_uint("statusCode", self.status_code, MAX_U32)
+        if not isinstance(self.signature_value, bytes) or not self.signature_value:
+            raise PulseFormatError("signatureValue", "must be non-empty bytes")
+        if len(self.signature_value) > MAX_SIGNATURE_BYTES:
+            raise PulseFormatError("signatureValue", "longer than any supported key")
+        _require_hash("outputValue", self.output_value)
+
+    @property
+    def time(self) -> datetime:
+        """The timeStamp as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.time_ms / 1000, tz=UTC)
+
+    def link(self, link_type: str) -> bytes:
+        """The value of the ``previous``/``hour``/``day``/``month``/``year`` link."""
+        return self.list_values[LINK_TYPES.index(link_type)].value
+
+    @property
+    def previous(self) -> bytes:
+        return self.list_values[0].value
+
+
+def parse_timestamp(text: object) -> int:
+    """Parse a NIST timeStamp (``2018-08-30T17:44:00.000Z``) into Unix milliseconds.
+
+    Raises ``PulseFormatError`` for anything else, including valid ISO 8601 in
+    another shape: the exact string is signed, so only one shape is accepted.
+    """
+    if not isinstance(text, str):
+        raise PulseFormatError("timeStamp", f"must be a string, got {type(text).__name__}")
+    m = _TIMESTAMP_RE.match(text)
+    if m is None:
+        raise PulseFormatError("timeStamp", f"{text[:40]!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
+    year, month, day, hour, minute, second, milli = (int(g) for g in m.groups())
+    try:
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError as exc:
+        raise PulseFormatError("timeStamp", f"{text!r} is not a valid date and time") from exc
+    return int(moment.timestamp()) * 1000 + milli
+
+
+def format_timestamp(time_ms: int) -> str:
+    """Format Unix milliseconds as a NIST timeStamp string."""
+    seconds, milli = divmod(time_ms, 1000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{milli:03d}Z"
+
+
+# --- parsing ------------------------------------------------------------------
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise PulseFormatError(key, "appears twice")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> None:
+    raise PulseFormatError("json", f"{name} is not allowed")
+
+
+def load_json(data: bytes, *, what: str = "json", max_bytes: int = MAX_PULSE_BYTES) -> Any:
+    """Decode strict JSON bytes: UTF-8, no duplicate keys, no NaN, bounded size.
+
+    Raises ``PulseFormatError`` naming ``what`` for anything that is not such JSON.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise PulseFormatError(what, "input must be bytes")
+    if len(data) > max_bytes:
+        raise PulseFormatError(what, f"larger than {max_bytes} bytes")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PulseFormatError(what, f"not UTF-8 (byte {exc.start})") from exc
+    try:
+        return json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except PulseFormatError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise PulseFormatError(what, f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    except (ValueError, RecursionError) as exc:
+        # int() digit limits and pathological nesting
+        raise PulseFormatError(what, f"not acceptable JSON: {type(exc).__name__}") from exc
+
+
+def _field(obj: Mapping[str, Any], name: str, path: str) -> Any:
+    if name not in obj:
+        raise PulseFormatError(path, "missing")
+    return obj[name]
+
+
+def _hex(value: object, path: str, *, length: int | None = HASH_LEN) -> bytes:
+    if not isinstance(value, str):
+        raise PulseFormatError(path, f"must be a hex string, got {type(value).__name__}")
+    if len(value) % 2 or not _HEX_RE.match(value):
+        raise PulseFormatError(path, "is not an even-length hex string")
+    raw = bytes.fromhex(value)
+    if length is not None and len(raw) != length:
+        raise PulseFormatError(path, f"must be {length} bytes, got {len(raw)}")
+    return raw
+
+
+def _object(value: object, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise PulseFormatError(path, f"must be an object, got {type(value).__name__}")
+    return value
+
+
+def _int(value: object, path: str, maximum: int) -> int:
+    _require_uint(path, value, maximum)
+    assert isinstance(value, int)
+    return value
+
+
+def _opt_str(value: object, path: str) -> str | None:
+    if value is None:
+        return None
+    _require_str(path, value)
+    assert isinstance(value, str)
+    return value
+
+
+_PULSE_FIELDS = frozenset(
+    {
+        "uri",
+        "version",
+        "cipherSuite",
+        "period",
+        "certificateId",
+        "chainIndex",
+        "pulseIndex",
+        "timeStamp",
+        "localRandomValue",
+        "external",
+        "listValues",
+        "precommitmentValue",
+        "statusCode",
+        "signatureValue",
+        "outputValue",
+    }
+)
+
+
+def parse_pulse(data: bytes) -> Pulse:
+    """Parse pulse JSON bytes (``{"pulse": {...}}`` or the bare object) into a ``Pulse``.
+
+    The returned pulse keeps ``data`` as ``raw``. Raises ``PulseFormatError``
+    naming the field for any malformed input; never a bare KeyError/TypeError.
+    """
+    doc = load_json(data, what="pulse")
+    obj = _object(doc, "pulse")
+    if set(obj) == {"pulse"}:
+        obj = _object(obj["pulse"], "pulse")
+    return pulse_from_object(obj, raw=bytes(data))
+
+
+def pulse_from_object(obj: Mapping[str, Any], *, raw: bytes | None = None) -> Pulse:
+    """Build a ``Pulse`` from an already-decoded JSON object (see ``parse_pulse``)."""
+    unknown = set(obj) - _PULSE_FIELDS
+    if unknown:
+        raise PulseFormatError(sorted(unknown)[0], "unknown field")
+    ext = _object(_field(obj, "external", "external"), "external")
+    external = External(
+        source_id=_hex(_field(ext, "sourceId", "external.sourceId"), "external.sourceId"),
+        status_code=_int(
+            _field(ext, "statusCode", "external.statusCode"), "external.statusCode", MAX_U32
+        ),
+        value=_hex(_field(ext, "value", "external.value"), "external.value"),
+    )
+    raw_links = _field(obj, "listValues", "listValues")
+    if not isinstance(raw_links, list):
+        raise PulseFormatError("listValues", "must be an array")
+    if len(raw_links) != len(LINK_TYPES):
+        raise PulseFormatError("listValues", f"must have {len(LINK_TYPES)} entries")
+    links = []
+    for i, item in enumerate(raw_links):
+        path = f"listValues[{i}]"
+        entry = _object(item, path)
+        link_type = _field(entry, "type", f"{path}.type")
+        if link_type != LINK_TYPES[i]:
+            raise PulseFormatError(
+                f"{path}.type", f"must be {LINK_TYPES[i]!r}, got {str(link_type)[:20]!r}"
+            )
+        links.append(
+            ListValue(
+                uri=_opt_str(_field(entry, "uri", f"{path}.uri"), f"{path}.uri"),
+                type=LINK_TYPES[i],
+                value=_hex(_field(entry, "value", f"{path}.value"), f"{path}.value"),
+            )
+        )
+    version = _field(obj, "version", "version")
+    _require_str("version", version)
+    return Pulse(
+        uri=_opt_str(_field(obj, "uri", "uri"), "uri"),
+        version=version,
+        cipher_suite=_int(_field(obj, "cipherSuite", "cipherSuite"), "cipherSuite", MAX_U32),
+        period=_int(_field(obj, "period", "period"), "period", MAX_U32),
+        certificate_id=_hex(_field(obj, "certificateId", "certificateId"), "certificateId"),
+        chain_index=_int(_field(obj, "chainIndex", "chainIndex"), "chainIndex", MAX_U64),
+        pulse_index=_int(_field(obj, "pulseIndex", "pulseIndex"), "pulseIndex", MAX_U64),
+        time_stamp=_field(obj, "timeStamp", "timeStamp"),
+        local_random_value=_hex(
+            _field(obj, "localRandomValue", "localRandomValue"), "localRandomValue"
+        ),
+        external=external,
+        list_values=tuple(links),
+        precommitment_value=_hex(
+            _field(obj, "precommitmentValue", "precommitmentValue"), "precommitmentValue"
+        ),
+        status_code=_int(_field(obj, "statusCode", "statusCode"), "statusCode", MAX_U32),
+        signature_value=_hex(
+            _field(obj, "signatureValue", "signatureValue"), "signatureValue", length=None
+        ),
+        output_value=_hex(_field(obj, "outputValue", "outputValue"), "outputValue"),
+        raw=raw,
+    )
+
+
+# --- the signed bytes ---------------------------------------------------------
+
+
+def _str(text: str | None) -> bytes:
+    encoded = (text or "").encode("utf-8")
+    return struct.pack(">I", len(encoded)) + encoded
+
+
+def _bin(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def signing_input(pulse: Pulse) -> bytes:
+    """Return the serialization S of a pulse: the signature input.
+
+    S = STR(uri) ‖ STR(version) ‖ u32(cipherSuite) ‖ u32(period) ‖ HEX(certificateId)
+      ‖ u64(chainIndex) ‖ u64(pulseIndex) ‖ STR(timeStamp) ‖ HEX(localRandomValue)
+      ‖ HEX(external.sourceId) ‖ u32(external.statusCode) ‖ HEX(external.value)
+      ‖ HEX(previous) ‖ HEX(hour) ‖ HEX(day) ‖ HEX(month) ‖ HEX(year)
+      ‖ HEX(precommitmentValue) ‖ u32(statusCode)
+
+    with 4-byte big-endian length prefixes; a null uri is the empty string.
+    """
+    parts = [
+        _str(pulse.uri),
+        _str(pulse.version),
+        struct.pack(">II", pulse.cipher_suite, pulse.period),
+        _bin(pulse.certificate_id),
+        struct.pack(">QQ", pulse.chain_index, pulse.pulse_index),
+        _str(pulse.time_stamp),
+        _bin(pulse.local_random_value),
+        _bin(pulse.external.source_id),
+        struct.pack(">I", pulse.external.status_code),
+        _bin(pulse.external.value),
+    ]
+    parts.extend(_bin(lv.value) for lv in pulse.list_values)
+    parts.append(_bin(pulse.precommitment_value))
+    parts.append(struct.pack(">I", pulse.status_code))
+    return b"".join(parts)
+
+
+def output_value(
+    signed: bytes, signature: bytes, variant: OutputVariant = OutputVariant.NIST
+) -> OutputValue:
+    """Compute outputValue from S and the raw signature bytes."""
+    h = hashlib.sha512(signed)
+    if variant is OutputVariant.INMETRO:
+        h.update(struct.pack(">I", len(signature)))
+    h.update(signature)
+    return OutputValue(h.digest())
+
+
+# --- emission -----------------------------------------------------------------
+
+
+def pulse_to_object(pulse: Pulse) -> dict[str, Any]:
+    """The pulse as a JSON object in NIST's key order and hex conventions.
+
+    Hex is upper case except certificateId, which NIST writes in lower case.
+    """
+    return {
+        "uri": pulse.uri,
+        "version": pulse.version,
+        "cipherSuite": pulse.cipher_suite,
+        "period": pulse.period,
+        "certificateId": pulse.certificate_id.hex(),
+        "chainIndex": pulse.chain_index,
+        "pulseIndex": pulse.pulse_index,
+        "timeStamp": pulse.time_stamp,
+        "localRandomValue": pulse.local_random_value.hex().upper(),
+        "external": {
+            "sourceId": pulse.external.source_id.hex().upper(),
+            "statusCode": pulse.external.status_code,
+            "value": pulse.external.value.hex().upper(),
+        },
+        "listValues": [
+            {"uri": lv.uri, "type": lv.type, "value": lv.value.hex().upper()}
+            for lv in pulse.list_values
+        ],
+        "precommitmentValue": pulse.precommitment_value.hex().upper(),
+        "statusCode": pulse.status_code,
+        "signatureValue": pulse.signature_value.hex().upper(),
+        "outputValue": pulse.output_value.hex().upper(),
+    }
+
+
+def emit_pulse(pulse: Pulse) -> bytes:
+    """Serialize a pulse as ``{"pulse": {...}}`` JSON bytes, as NIST publishes it."""
+    text = json.dumps({"pulse": pulse_to_object(pulse)}, indent=2, ensure_ascii=False)
+    return text.encode("utf-8") + b"\n"
+
+
+# --- certificates -------------------------------------------------------------
+
+_PEM_RE = re.compile(
+    rb"-----\s*BEGIN CERTIFICATE\s*-----(.*?)-----\s*END CERTIFICATE\s*-----", re.DOTALL
+)
+MAX_CERTIFICATE_BYTES = 64 * 1024
+
+
+def certificate_der(data: bytes) -> bytes:
+    """Return the DER bytes of a certificate given as PEM (leniently) or DER.
+
+    Real beacons have served PEM with missing or extra line breaks around the
+    BEGIN/END lines, so the base64 body is taken with all whitespace removed.
+    Raises ``PulseFormatError`` (field ``certificate``) when it is neither.
+    """
+    if len(data) > MAX_CERTIFICATE_BYTES:
+        raise PulseFormatError("certificate", f"larger than {MAX_CERTIFICATE_BYTES} bytes")
+    m = _PEM_RE.search(data)
+    if m is not None:
+        body = re.sub(rb"\s+", b"", m.group(1))
+        try:
+            der = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise PulseFormatError("certificate", "PEM body is not base64") from exc
+    else:
+        der = bytes(data)
+    try:
+        x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise PulseFormatError("certificate", "not an X.509 certificate (PEM or DER)") from exc
+    return der
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    """Parse a certificate from PEM (leniently) or DER bytes."""
+    return x509.load_der_x509_certificate(certificate_der(data))
+
+
+def certificate_id(data: bytes) -> CertificateId:
+    """certificateId of a certificate: SHA-512 of its DER encoding (not of PEM text)."""
+    return CertificateId(hashlib.sha512(certificate_der(data)).digest())

@@ -1,0 +1,47 @@
+"""The URL grammar of a beacon site, relative to its root.
+
+It mirrors the NIST Randomness Beacon 2.0 REST paths, so a NIST client pointed at
+a static host finds pulses where it expects them. The beacon writes these keys;
+the verifier reads them. Written once, here.
+
+    beacon/2.0/chain/{c}/pulse/{p}          a pulse (immutable)
+    beacon/2.0/chain/{c}/pulse/last         the last pulse of chain c (mutable)
+    beacon/2.0/pulse/last                   the latest pulse (mutable)
+    beacon/2.0/chain/last/pulse/last        the same (mutable)
+    beacon/2.0/pulse/time/{unix_ms}         the pulse with exactly that timeStamp (immutable)
+    beacon/2.0/certificate/{certificateId}  the signing certificate, PEM (immutable)
+    beacon/2.0/chain/{c}/entropy/{p}        the entropy record of a pulse (immutable)
+"""
+
+from __future__ import annotations
+
+ROOT = "beacon/2.0"
+
+
+def pulse_key(chain: int, pulse: int) -> str:
+    return f"{ROOT}/chain/{chain}/pulse/{pulse}"
+
+
+def chain_last_key(chain: int) -> str:
+    return f"{ROOT}/chain/{chain}/pulse/last"
+
+
+LAST_KEY = f"{ROOT}/pulse/last"
+CHAIN_LAST_LAST_KEY = f"{ROOT}/chain/last/pulse/last"
+
+
+def time_key(unix_ms: int) -> str:
+    return f"{ROOT}/pulse/time/{unix_ms}"
+
+
+def certificate_key(certificate_id_hex: str) -> str:
+    return f"{ROOT}/certificate/{certificate_id_hex.lower()}"
+
+
+def entropy_record_key(chain: int, pulse: int) -> str:
+    return f"{ROOT}/chain/{chain}/entropy/{pulse}"
+
+
+def pulse_uri(base_url: str, chain: int, pulse: int) -> str:
+    """The ``uri`` field of a pulse published under ``base_url`` (no trailing slash)."""
+    return f"{base_url.rstrip('/')}/{pulse_key(chain, pulse)}"
