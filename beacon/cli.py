@@ -1,0 +1,261 @@
+"""``beacon``: init, run, stop, status.
+
+Thin: parse, load settings, build the adapters, one call, map errors to exit
+codes (0 ok, 1 error, 2 usage). A user mistake is one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from beacon_verifier.format import format_timestamp
+
+from beacon import __version__
+from beacon.config import Settings, load_settings
+from beacon.entropy import EntropySource
+from beacon.errors import BeaconError
+from beacon.publish import Publisher
+from beacon.pulse.keys import KEY_FILE, Signer, init_identity, load_identity
+from beacon.state import State, read_pid
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("beacon")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="beacon", description="A public quantum randomness beacon.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML settings file (default ./beacon.toml)")
+    parser.add_argument("--data-dir", type=str, help="key, certificate and state directory")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    i = sub.add_parser("init", help="create the signing key (0600) and certificate")
+    i.add_argument("--force", action="store_true", help="replace an existing key")
+    r = sub.add_parser("run", help="emit pulses on schedule")
+    r.add_argument("--period", type=float, help="seconds between pulses (default 60)")
+    r.add_argument("--count", type=int, help="stop after N pulses")
+    r.add_argument("--out", type=str, help="local site directory (default ./public)")
+    r.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    s = sub.add_parser("stop", help="stop the running beacon")
+    s.add_argument("--final", action="store_true", help="end the chain with a final pulse")
+    s.add_argument("--timeout", type=float, default=0, help="seconds to wait (default: 2 periods)")
+    st = sub.add_parser("status", help="show the chain and the running beacon's health")
+    st.add_argument("--json", action="store_true")
+    return parser
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def make_source(settings: Settings) -> EntropySource:
+    """The configured entropy source; adapters are imported only when chosen."""
+    from beacon.entropy.os_source import OsSource
+
+    if settings.entropy_source == "os":
+        return OsSource(reason="configured: entropy_source = os")
+    if settings.entropy_source == "ibm":
+        from beacon.entropy.ibm_source import IbmQuantumSource
+
+        return IbmQuantumSource.from_settings(settings)
+    try:
+        from beacon.entropy.qiskit_source import LocalQuantumSource
+    except ImportError as exc:
+        reason = f"qiskit is not installed ({exc.name})"
+        log.warning("local quantum simulator unavailable: %s; using the OS source", reason)
+        return OsSource(reason=reason)
+    return LocalQuantumSource.from_settings(settings)
+
+
+def make_publisher(settings: Settings) -> Publisher:
+    """The configured publisher (local directory or S3)."""
+    if settings.publisher == "s3":
+        from beacon.publish.s3 import S3Publisher
+
+        return S3Publisher(
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region or None,
+            object_lock_days=settings.s3_object_lock_days or None,
+        )
+    from beacon.publish.local import LocalDirPublisher
+
+    return LocalDirPublisher(settings.out_dir)
+
+
+def _signer_for_run(settings: Settings) -> Signer:
+    """Load the identity; on a brand-new installation create it (and say so).
+
+    A missing key next to an existing chain is an error, never a silent new identity.
+    """
+    if (settings.data_dir / KEY_FILE).exists() or settings.state_path.exists():
+        return load_identity(settings.data_dir)
+    signer = init_identity(
+        settings.data_dir, name=settings.name, now=_now(), key_bits=settings.key_bits
+    )
+    log.info(
+        "created a new signing identity in %s (certificateId %s…)",
+        settings.data_dir,
+        signer.certificate_id.hex()[:16],
+    )
+    return signer
+
+
+def _cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    if args.force and (settings.data_dir / KEY_FILE).exists():
+        print(
+            "warning: replacing the signing key; the next pulse starts a new certificate "
+            "(statusCode bit 4)",
+            file=sys.stderr,
+        )
+    signer = init_identity(
+        settings.data_dir,
+        name=settings.name,
+        now=_now(),
+        force=args.force,
+        key_bits=settings.key_bits,
+    )
+    print(f"signing key: {settings.data_dir / KEY_FILE} (mode 0600)")
+    print(f"certificateId: {signer.certificate_id.hex()}")
+    return EXIT_OK
+
+
+def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from beacon.clock import SystemClock
+    from beacon.entropy.os_source import OsSource
+    from beacon.service import Beacon
+
+    if args.count is not None and args.count < 1:
+        raise BeaconError("--count must be at least 1")
+    signer = _signer_for_run(settings)
+    beacon = Beacon(
+        settings=settings,
+        signer=signer,
+        clock=SystemClock(),
+        source=make_source(settings),
+        fallback=lambda reason: OsSource(reason=reason),
+        publisher=make_publisher(settings),
+        count=args.count,
+    )
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping after the current tick", signal.Signals(signum).name)
+        beacon.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    beacon.run()
+    return EXIT_OK
+
+
+def _cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
+    lock = settings.data_dir / "beacon.lock"
+    pid = read_pid(lock)
+    if pid is None:
+        raise BeaconError(f"no beacon is running on {settings.data_dir}")
+    if args.final:
+        state = State(settings.state_path)
+        try:
+            state.set_request("final", "stop --final")
+        finally:
+            state.close()
+        print(f"asked beacon (pid {pid}) to end the chain with its next pulse")
+    else:
+        os.kill(pid, signal.SIGTERM)
+        print(f"asked beacon (pid {pid}) to stop")
+    deadline = time.monotonic() + (args.timeout or 2 * settings.period + 30)
+    while read_pid(lock) is not None:
+        if time.monotonic() > deadline:
+            raise BeaconError(f"beacon (pid {pid}) has not stopped yet")
+        time.sleep(0.2)
+    print("stopped")
+    return EXIT_OK
+
+
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    state = State(settings.state_path, readonly=True)
+    try:
+        head = state.head()
+        counters = state.counters()
+        info: dict[str, Any] = {
+            "running": read_pid(settings.data_dir / "beacon.lock") is not None,
+            "chain": head.chain_index if head else None,
+            "lastPulse": head.pulse_index if head else None,
+            "lastTimeStamp": format_timestamp(head.time_ms) if head else None,
+            "chainEnded": head.ended if head else False,
+            "nextDue": format_timestamp(head.time_ms + settings.period_ms) if head else None,
+            "outbox": state.outbox_length(),
+            "entropySource": settings.entropy_source,
+            "pulsesEmitted": counters.get("pulses", 0),
+            "fallbacks": counters.get("fallbacks", 0),
+            "lastFallbackReason": state.meta("last_fallback_reason"),
+            "publishRetries": counters.get("publish_retries", 0),
+            "sources": {
+                k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("source:")
+            },
+        }
+    finally:
+        state.close()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``beacon``; returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("qiskit").setLevel(logging.WARNING)
+    try:
+        overrides = {
+            "data_dir": args.data_dir,
+            "period": getattr(args, "period", None),
+            "out_dir": getattr(args, "out", None),
+        }
+        settings = load_settings(args.config, overrides=overrides)
+        commands = {
+            "init": _cmd_init,
+            "run": _cmd_run,
+            "stop": _cmd_stop,
+            "status": _cmd_status,
+        }
+        return commands[args.command](settings, args)
+    except BeaconError as exc:
+        print(f"beacon: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("beacon: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Settings: embedded defaults, then a TOML file, then ``BEACON_*`` variables, then flags.
+
+Everything is validated into one frozen ``Settings``; anything wrong raises
+``ConfigError`` with one line naming the setting. Secrets never live here: S3
+credentials come from the standard AWS chain, the IBM token from
+``QISKIT_IBM_TOKEN`` or a saved account, the signing key from its own file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from beacon.errors import ConfigError
+
+DAY_MS = 86_400_000
+ENTROPY_SOURCES = ("local", "ibm", "os")
+PUBLISHERS = ("local", "s3")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every setting of the beacon, with a default that works on a laptop."""
+
+    data_dir: Path = Path("beacon-data")  # signing key, certificate, state database
+    out_dir: Path = Path("public")  # the local site (publisher "local")
+    period: float = 60.0  # seconds between pulses
+    base_url: str = ""  # where the site is served; default: file:// URL of out_dir
+    name: str = "Quantum randomness beacon"  # named in the certificate
+    chain: int = 1  # index of the first chain
+    key_bits: int = 4096
+    entropy_source: str = "local"  # local (qiskit-aer), ibm (hardware), os
+    local_backend: str = "aer"  # "aer" (noiseless) or a fake backend name, e.g. fake_sherbrooke
+    local_qubits: int = 127
+    local_shots: int = 64
+    ibm_backend: str = ""  # empty: the least busy
+    ibm_instance: str = ""
+    publisher: str = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_object_lock_days: int = 0  # 0: no Object Lock retention
+    publish_retry_max: float = 30.0  # seconds, upper bound of the outbox backoff
+
+    @property
+    def period_ms(self) -> int:
+        return round(self.period * 1000)
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / "state.sqlite"
+
+    @property
+    def site_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return self.out_dir.resolve().as_uri()
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    default = getattr(Settings(), name)
+    kind: type[Any] = Path if isinstance(default, Path) else type(default)
+    try:
+        if kind is Path:
+            if not isinstance(value, str) or not value:
+                raise TypeError
+            return Path(value).expanduser()
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{origin}: {name} must be a {kind.__name__}, got {value!r}") from None
+
+
+def validate(s: Settings) -> Settings:
+    """Check cross-field rules; return ``s`` or raise ``ConfigError``."""
+    period_ms = s.period_ms
+    if abs(s.period * 1000 - period_ms) > 1e-6:
+        raise ConfigError(f"period must be a whole number of milliseconds, got {s.period}")
+    if period_ms < 1000:
+        raise ConfigError(f"period must be at least 1 second, got {s.period}")
+    if DAY_MS % period_ms:
+        raise ConfigError(
+            f"period must divide a day evenly (so days start on a pulse), got {s.period} s"
+        )
+    if s.chain < 1:
+        raise ConfigError(f"chain must be at least 1, got {s.chain}")
+    if s.key_bits not in (2048, 3072, 4096):
+        raise ConfigError(f"key_bits must be 2048, 3072 or 4096, got {s.key_bits}")
+    if s.entropy_source not in ENTROPY_SOURCES:
+        raise ConfigError(
+            f"entropy_source must be one of {', '.join(ENTROPY_SOURCES)}, got {s.entropy_source!r}"
+        )
+    if s.publisher not in PUBLISHERS:
+        raise ConfigError(f"publisher must be one of {', '.join(PUBLISHERS)}, got {s.publisher!r}")
+    if s.publisher == "s3" and not s.s3_bucket:
+        raise ConfigError("publisher 's3' needs s3_bucket")
+    if s.local_qubits < 1 or s.local_shots < 1:
+        raise ConfigError("local_qubits and local_shots must be positive")
+    if s.s3_object_lock_days < 0:
+        raise ConfigError("s3_object_lock_days must be 0 or more")
+    if s.base_url and not s.base_url.startswith(("http://", "https://", "file://")):
+        raise ConfigError(f"base_url must be an http(s):// or file:// URL, got {s.base_url!r}")
+    return s
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build ``Settings`` from defaults, a TOML file, ``BEACON_*`` variables and overrides.
+
+    The file is ``config_file``, else ``$BEACON_CONFIG``, else ``./beacon.toml``
+    if it exists. Raises ``ConfigError`` on an unreadable file, an unknown key,
+    a value of the wrong type, or a rule broken.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env["BEACON_CONFIG"]) if env.get("BEACON_CONFIG") else None)
+    if path is None and Path("beacon.toml").is_file():
+        path = Path("beacon.toml")
+    if path is not None:
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        for key, value in doc.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[key] = _coerce(key, value, str(path))
+    for key, value in env.items():
+        if not key.startswith("BEACON_") or key == "BEACON_CONFIG":
+            continue
+        name = key[len("BEACON_") :].lower()
+        if name not in _FIELDS:
+            raise ConfigError(f"environment: unknown setting {key}")
+        values[name] = _coerce(name, value, f"environment {key}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value, "command line")
+    return validate(replace(Settings(), **values))

@@ -1,0 +1,33 @@
+"""What gets written for one committed pulse, and in which order.
+
+For each pulse: immutable objects first (entropy record, pulse, its time
+alias), then the mutable pointers (`last`), so a reader never follows a
+pointer to something missing. ``publish_item`` is idempotent: after a crash it
+is simply run again from the outbox.
+"""
+
+from __future__ import annotations
+
+from beacon_verifier import layout
+
+from beacon.publish import JSON, PEM, Publisher
+from beacon.state import OutboxItem
+
+
+def publish_certificate(
+    publisher: Publisher, certificate_pem: bytes, certificate_id: bytes
+) -> None:
+    """Publish the signing certificate under its certificateId (immutable)."""
+    publisher.put_immutable(
+        layout.certificate_key(certificate_id.hex()), certificate_pem, content_type=PEM
+    )
+
+
+def publish_item(publisher: Publisher, item: OutboxItem, *, last_max_age: int) -> None:
+    """Write every object of one pulse, immutable ones first, then the ``last`` pointers."""
+    c, p = item.chain_index, item.pulse_index
+    publisher.put_immutable(layout.entropy_record_key(c, p), item.record, content_type=JSON)
+    publisher.put_immutable(layout.pulse_key(c, p), item.pulse, content_type=JSON)
+    publisher.put_immutable(layout.time_key(item.time_ms), item.pulse, content_type=JSON)
+    for key in (layout.chain_last_key(c), layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY):
+        publisher.put_mutable(key, item.pulse, content_type=JSON, max_age=last_max_age)

@@ -1,0 +1,195 @@
+"""Building the next pulse of a chain: pure, from (head, entropy, time, signer).
+
+``build_pulse`` takes the chain head (what the last pulse left behind), this
+pulse's local random value (committed one period ago), the next pulse's local
+random value (to commit to now), the nominal boundary time and a signer, and
+returns the signed pulse, its exact bytes, and the new head. It reads no clock,
+draws no randomness and does no I/O, so every rule here is unit-testable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from beacon_verifier import layout
+from beacon_verifier.checks import SKIP_LINK_TYPES, unit_start
+from beacon_verifier.format import (
+    CIPHER_SUITE_RSA_SHA512,
+    LINK_TYPES,
+    STATUS_CERTIFICATE_CHANGED,
+    STATUS_CHAIN_END,
+    STATUS_CHAIN_START_OR_NO_PRECOMMIT,
+    STATUS_GAP,
+    ZERO_EXTERNAL,
+    ZERO_HASH,
+    ListValue,
+    Pulse,
+    emit_pulse,
+    format_timestamp,
+    output_value,
+    signing_input,
+)
+
+VERSION = "2.0"
+
+
+class Signer(Protocol):
+    """Signs S; knows its certificateId."""
+
+    @property
+    def certificate_id(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Anchor:
+    """A pulse that a later pulse may link to: its index, time and outputValue."""
+
+    pulse_index: int
+    time_ms: int
+    output_value: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainHead:
+    """What the last pulse of a chain leaves for the next one.
+
+    ``anchors`` holds, for hour/day/month/year, the first pulse of the unit that
+    contains the last pulse: exactly what the next pulse links to.
+    """
+
+    chain_index: int
+    pulse_index: int
+    time_ms: int
+    output_value: bytes
+    certificate_id: bytes
+    precommitment_value: bytes
+    ended: bool
+    anchors: dict[str, Anchor] = field(default_factory=dict)
+
+    def as_anchor(self) -> Anchor:
+        return Anchor(
+            pulse_index=self.pulse_index, time_ms=self.time_ms, output_value=self.output_value
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltPulse:
+    """A signed pulse, the exact bytes to publish, and the head it leaves."""
+
+    pulse: Pulse
+    data: bytes
+    head: ChainHead
+
+
+class BuildError(ValueError):
+    """The inputs do not allow a next pulse (e.g. a time at or before the last pulse)."""
+
+
+def build_pulse(
+    head: ChainHead | None,
+    *,
+    time_ms: int,
+    period_ms: int,
+    local_random_value: bytes,
+    next_local_random_value: bytes,
+    signer: Signer,
+    base_url: str,
+    new_chain_index: int = 1,
+    final: bool = False,
+) -> BuiltPulse:
+    """Build and sign the pulse that follows ``head`` at boundary ``time_ms``.
+
+    With no head, or a head whose chain ended (bit 8), pulse 1 of a new chain
+    (``new_chain_index``, or the ended chain's index + 1) is built: statusCode
+    bit 1 and all-zero links. Otherwise statusCode bits say what happened:
+    1 when ``local_random_value`` does not open the head's precommitment, 2 when
+    more than one period passed, 4 when the certificate changed, and 8 when
+    ``final`` ends the chain.
+
+    Raises ``BuildError`` when ``time_ms`` is not a boundary after the head.
+    """
+    if time_ms % period_ms:
+        raise BuildError(f"{time_ms} is not on a {period_ms} ms boundary")
+    status = STATUS_CHAIN_END if final else 0
+    new_chain = head is None or head.ended
+    if new_chain:
+        chain = new_chain_index if head is None else head.chain_index + 1
+        index = 1
+        status |= STATUS_CHAIN_START_OR_NO_PRECOMMIT
+        links = tuple(ListValue(uri=None, type=t, value=ZERO_HASH) for t in LINK_TYPES)
+    else:
+        assert head is not None
+        if time_ms <= head.time_ms:
+            raise BuildError(
+                f"time {format_timestamp(time_ms)} is not after the last pulse "
+                f"{format_timestamp(head.time_ms)}"
+            )
+        chain, index = head.chain_index, head.pulse_index + 1
+        if hashlib.sha512(local_random_value).digest() != head.precommitment_value:
+            status |= STATUS_CHAIN_START_OR_NO_PRECOMMIT
+        if time_ms - head.time_ms > period_ms:
+            status |= STATUS_GAP
+        if bytes(signer.certificate_id) != head.certificate_id:
+            status |= STATUS_CERTIFICATE_CHANGED
+        targets = {"previous": head.as_anchor(), **head.anchors}
+        links = tuple(
+            ListValue(
+                uri=layout.pulse_uri(base_url, chain, targets[t].pulse_index),
+                type=t,
+                value=targets[t].output_value,
+            )
+            for t in LINK_TYPES
+        )
+    unsigned = Pulse(
+        uri=layout.pulse_uri(base_url, chain, index),
+        version=VERSION,
+        cipher_suite=CIPHER_SUITE_RSA_SHA512,
+        period=period_ms,
+        certificate_id=bytes(signer.certificate_id),
+        chain_index=chain,
+        pulse_index=index,
+        time_stamp=format_timestamp(time_ms),
+        local_random_value=local_random_value,
+        external=ZERO_EXTERNAL,
+        list_values=links,
+        precommitment_value=hashlib.sha512(next_local_random_value).digest(),
+        status_code=status,
+        signature_value=b"\0",  # placeholder: S does not cover the signature
+        output_value=ZERO_HASH,
+    )
+    signed = signing_input(unsigned)
+    signature = signer.sign(signed)
+    pulse = replace(
+        unsigned, signature_value=signature, output_value=output_value(signed, signature)
+    )
+    data = emit_pulse(pulse)
+    pulse = replace(pulse, raw=data)
+    return BuiltPulse(pulse=pulse, data=data, head=_next_head(head, pulse, new_chain))
+
+
+def _next_head(head: ChainHead | None, pulse: Pulse, new_chain: bool) -> ChainHead:
+    me = Anchor(
+        pulse_index=pulse.pulse_index, time_ms=pulse.time_ms, output_value=pulse.output_value
+    )
+    anchors: dict[str, Anchor] = {}
+    for t in SKIP_LINK_TYPES:
+        if new_chain or head is None:
+            anchors[t] = me
+        elif unit_start(pulse.time_ms, t) == unit_start(head.time_ms, t):
+            anchors[t] = head.anchors[t]
+        else:
+            anchors[t] = me
+    return ChainHead(
+        chain_index=pulse.chain_index,
+        pulse_index=pulse.pulse_index,
+        time_ms=pulse.time_ms,
+        output_value=pulse.output_value,
+        certificate_id=pulse.certificate_id,
+        precommitment_value=pulse.precommitment_value,
+        ended=bool(pulse.status_code & STATUS_CHAIN_END),
+        anchors=anchors,
+    )

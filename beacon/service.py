@@ -1,0 +1,375 @@
+"""The running beacon: schedule, tick, entropy one period ahead, publishing from the outbox.
+
+Threads, and why:
+- the scheduler thread runs ``tick`` on every period boundary (APScheduler 3,
+  UTC, coalesce, misfire grace, one instance at a time). A tick only builds,
+  signs and commits: milliseconds. Its timeStamp is the nominal boundary.
+- one entropy worker runs the (slow) quantum job for the pulse after next,
+  so its value exists one period ahead for the precommitment. A tick never
+  waits for it: a job not ready in time, or failing, is replaced by a disclosed
+  OS fallback.
+- one publisher thread drains the outbox in order, retrying with backoff, so a
+  store outage delays publication but never a tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from beacon_verifier.format import format_timestamp
+
+from beacon.clock import Clock, boundary_at_or_before
+from beacon.config import Settings
+from beacon.entropy import EntropyDraw, EntropySource
+from beacon.errors import AlreadyPublishedError, BeaconError, EntropyError, PublishError
+from beacon.publish import JSON, Publisher
+from beacon.publish.pipeline import publish_certificate, publish_item
+from beacon.pulse.builder import BuildError, build_pulse
+from beacon.pulse.keys import Signer
+from beacon.state import InstanceLock, State
+
+log = logging.getLogger("beacon")
+
+STATUS_KEY = "status.json"
+
+FallbackFactory = Callable[[str], EntropySource]
+
+
+@dataclass(frozen=True, slots=True)
+class PulseSlot:
+    """The chain and index of the pulse the next tick will emit."""
+
+    chain_index: int
+    pulse_index: int
+
+
+class Beacon:
+    """One beacon process. Use ``run`` (blocking) or drive ``tick`` directly in tests."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        signer: Signer,
+        clock: Clock,
+        source: EntropySource,
+        fallback: FallbackFactory,
+        publisher: Publisher,
+        count: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.clock = clock
+        self.source = source
+        self.fallback = fallback
+        self.publisher = publisher
+        self.count = count
+        self.emitted = 0
+        self._lock = InstanceLock(settings.data_dir)
+        self._lock.acquire()  # before touching the state: a second process stops here
+        try:
+            self.state = State(settings.state_path)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._entropy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entropy")
+        self._prepared: tuple[PulseSlot, Future[EntropyDraw]] | None = None
+        self._current: EntropyDraw | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._done = threading.Event()  # set when no more ticks will happen
+        self._fatal: BaseException | None = None
+        self._publisher_thread: threading.Thread | None = None
+        self._drain_deadline = float("inf")
+
+    # --- entropy -------------------------------------------------------------
+
+    def _draw_or_fallback(self, slot: PulseSlot) -> EntropyDraw:
+        try:
+            return self.source.draw(slot.chain_index, slot.pulse_index)
+        except EntropyError as exc:
+            return self._fallback(slot, f"{self.source.name}: {exc}")
+
+    def _fallback(self, slot: PulseSlot, reason: str) -> EntropyDraw:
+        log.warning(
+            "pulse %d/%d: entropy from the OS fallback: %s",
+            slot.chain_index,
+            slot.pulse_index,
+            reason,
+        )
+        self.state.bump("fallbacks")
+        self.state.set_meta("last_fallback_reason", reason)
+        return self.fallback(reason).draw(slot.chain_index, slot.pulse_index)
+
+    def _prepare(self, slot: PulseSlot) -> None:
+        """Start the entropy job for ``slot`` in the background.
+
+        A job still running from an earlier slot (a stuck backend) is not queued
+        behind: that slot then gets a disclosed fallback instead.
+        """
+        previous = self._prepared
+        if previous is not None and not previous[1].done():
+            self._prepared = None
+            return
+        future = self._entropy.submit(self.source.draw, slot.chain_index, slot.pulse_index)
+        self._prepared = (slot, future)
+
+    def _take_prepared(self, slot: PulseSlot) -> EntropyDraw:
+        """The prepared draw for ``slot``, or a disclosed fallback. Never blocks."""
+        prepared = self._prepared
+        if prepared is None or prepared[0] != slot:
+            return self._fallback(slot, "the entropy source was still busy with an earlier job")
+        future = prepared[1]
+        if not future.done():
+            # Left running; _prepare will not queue behind it.
+            return self._fallback(slot, "the entropy job was not finished in time")
+        self._prepared = None
+        try:
+            return future.result()
+        except EntropyError as exc:
+            return self._fallback(slot, f"{self.source.name}: {exc}")
+        except Exception as exc:  # a source bug must not stop the beacon
+            log.exception("entropy source %s crashed", self.source.name)
+            return self._fallback(slot, f"{self.source.name} crashed: {type(exc).__name__}")
+
+    # --- the tick ------------------------------------------------------------
+
+    def next_slot(self) -> PulseSlot:
+        head = self.state.head()
+        if head is None:
+            return PulseSlot(self.settings.chain, 1)
+        if head.ended:
+            return PulseSlot(head.chain_index + 1, 1)
+        return PulseSlot(head.chain_index, head.pulse_index + 1)
+
+    def prime(self) -> None:
+        """Make sure the next pulse has its entropy and the one after is being prepared.
+
+        The value of the next pulse is normally the stored commitment; after a
+        new chain or a lost commitment it is drawn now (that pulse will carry
+        statusCode bit 1 if it does not open a precommitment).
+        """
+        slot = self.next_slot()
+        commitment = self.state.commitment()
+        if commitment is not None and (commitment.chain_index, commitment.pulse_index) == (
+            slot.chain_index,
+            slot.pulse_index,
+        ):
+            self._current = commitment.draw
+        else:
+            self._current = self._draw_or_fallback(slot)
+        self._prepare(PulseSlot(slot.chain_index, slot.pulse_index + 1))
+
+    def tick(self) -> bool:
+        """Emit the pulse for the current boundary. Returns False if it waited instead."""
+        now = self.clock.now_ms()
+        period = self.settings.period_ms
+        boundary = boundary_at_or_before(now, period)
+        head = self.state.head()
+        if head is not None and boundary <= head.time_ms:
+            log.warning(
+                "clock at %s is not past the last pulse %s: waiting",
+                format_timestamp(now),
+                format_timestamp(head.time_ms),
+            )
+            return False
+        slot = self.next_slot()
+        if self._current is None:
+            self.prime()
+        current = self._current
+        assert current is not None
+        next_slot = PulseSlot(slot.chain_index, slot.pulse_index + 1)
+        next_draw = self._take_prepared(next_slot)
+        final = self.state.request("final") is not None
+        try:
+            built = build_pulse(
+                head,
+                time_ms=boundary,
+                period_ms=period,
+                local_random_value=current.local_random_value,
+                next_local_random_value=next_draw.local_random_value,
+                signer=self.signer,
+                base_url=self.settings.site_url,
+                new_chain_index=self.settings.chain,
+                final=final,
+            )
+        except BuildError as exc:
+            log.error("cannot build pulse %d: %s", slot.pulse_index, exc)
+            return False
+        self.state.commit_pulse(
+            head=built.head, pulse=built.data, draw=current, next_draw=next_draw
+        )
+        log.info(
+            "pulse %d/%d %s status %d source %s",
+            built.pulse.chain_index,
+            built.pulse.pulse_index,
+            built.pulse.time_stamp,
+            built.pulse.status_code,
+            current.kind,
+        )
+        self._wake.set()
+        self.emitted += 1
+        if built.head.ended:
+            self._current = None
+            log.info("chain %d ended with pulse %d", built.pulse.chain_index, slot.pulse_index)
+            self.stop()
+            return True
+        self._current = next_draw
+        self._prepare(PulseSlot(slot.chain_index, slot.pulse_index + 2))
+        if self.count is not None and self.emitted >= self.count:
+            self.stop()
+        return True
+
+    # --- publishing ----------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        state = State(self.settings.state_path)
+        delay = 0.5
+        published_certificate = False
+        try:
+            while True:
+                items = state.outbox()
+                if not items:
+                    if self._done.is_set():
+                        return
+                    self._wake.wait(timeout=1.0)
+                    self._wake.clear()
+                    continue
+                try:
+                    if not published_certificate:
+                        publish_certificate(
+                            self.publisher, self.signer.certificate_pem, self.signer.certificate_id
+                        )
+                        published_certificate = True
+                    for item in items:
+                        publish_item(
+                            self.publisher, item, last_max_age=self._seconds_to_next_boundary()
+                        )
+                        state.mark_published(item.seq, item.time_ms)
+                        self._write_status(state, item.time_ms)
+                    delay = 0.5
+                except AlreadyPublishedError as exc:
+                    # Different bytes under our key: another writer forked the chain.
+                    log.critical("refusing to continue: %s", exc)
+                    self._fatal = exc
+                    self.stop()
+                    return
+                except PublishError as exc:
+                    state.bump("publish_retries")
+                    if time.monotonic() > self._drain_deadline:
+                        log.warning("stopping with unpublished pulses kept in the outbox: %s", exc)
+                        return
+                    log.warning("publish failed, retrying in %.1f s: %s", delay, exc)
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.settings.publish_retry_max)
+        finally:
+            state.close()
+
+    def _seconds_to_next_boundary(self) -> int:
+        period = self.settings.period_ms
+        now = self.clock.now_ms()
+        return max(1, (period - now % period) // 1000)
+
+    def _write_status(self, state: State, last_ms: int) -> None:
+        counters = state.counters()
+        status = {
+            "lastPulse": format_timestamp(last_ms),
+            "nextDue": format_timestamp(last_ms + self.settings.period_ms),
+            "period": self.settings.period_ms,
+            "certificateId": self.signer.certificate_id.hex(),
+            "entropySource": self.source.name,
+            "lastFallbackReason": state.meta("last_fallback_reason"),
+            "pulsesEmitted": counters.get("pulses", 0),
+            "fallbacks": counters.get("fallbacks", 0),
+            "publishRetries": counters.get("publish_retries", 0),
+            "sources": {
+                k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("source:")
+            },
+        }
+        self.publisher.put_mutable(
+            STATUS_KEY,
+            json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",
+            content_type=JSON,
+            max_age=self._seconds_to_next_boundary(),
+        )
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def start_background(self) -> None:
+        """Prime entropy and start the publisher thread."""
+        self.prime()
+        self._publisher_thread = threading.Thread(
+            target=self._publish_loop, name="publisher", daemon=True
+        )
+        self._publisher_thread.start()
+
+    def stop(self) -> None:
+        """Ask the beacon to stop after the current tick (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until stopped (``--count``, ``stop``, a signal); drain the outbox; release."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        self.start_background()
+        scheduler = BackgroundScheduler(timezone=UTC)
+        try:
+            period_s = self.settings.period_ms / 1000
+            first = boundary_at_or_before(self.clock.now_ms(), self.settings.period_ms)
+            first += self.settings.period_ms
+            scheduler.add_job(
+                self._safe_tick,
+                IntervalTrigger(
+                    seconds=period_s,
+                    start_date=datetime.fromtimestamp(first / 1000, tz=UTC),
+                    timezone=UTC,
+                ),
+                id="tick",
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=max(1, int(period_s // 2)),
+            )
+            log.info(
+                "beacon running: period %.3g s, first pulse at %s, publishing to %s",
+                period_s,
+                format_timestamp(first),
+                self.settings.site_url,
+            )
+            scheduler.start()
+            while not self._stop.wait(timeout=0.5):
+                pass
+        finally:
+            if scheduler.running:
+                scheduler.shutdown(wait=True)  # lets a tick in progress finish
+            self.shutdown()
+        if self._fatal is not None:
+            raise BeaconError(str(self._fatal))
+
+    def _safe_tick(self) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            self.tick()
+        except BeaconError as exc:
+            log.error("tick failed: %s", exc)
+        except Exception:
+            log.exception("tick crashed")
+
+    def shutdown(self) -> None:
+        """Stop ticking, let the publisher drain the outbox, release the lock."""
+        self._drain_deadline = time.monotonic() + self.settings.publish_retry_max
+        self._done.set()
+        self._wake.set()
+        if self._publisher_thread is not None:
+            self._publisher_thread.join()
+        self._entropy.shutdown(wait=False, cancel_futures=True)
+        self.state.close()
+        self._lock.release()

@@ -1,0 +1,302 @@
+"""Durable state in SQLite: chain head, skip-list anchors, the committed next value, outbox.
+
+One transaction per tick stores the new pulse (in the outbox), the new head and
+the commitment for the next pulse, before anything is published. The committed
+entropy record stays secret here until its pulse is released. The database
+file is created 0600; WAL journaling; ``synchronous=FULL`` so a committed tick
+survives power loss.
+
+``InstanceLock`` keeps a second beacon process off the same state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from beacon.entropy import EntropyDraw
+from beacon.errors import StateError
+from beacon.pulse.builder import Anchor, ChainHead
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+    output_value BLOB NOT NULL, certificate_id BLOB NOT NULL, precommitment BLOB NOT NULL,
+    ended INTEGER NOT NULL, anchors TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commitment (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL,
+    record BLOB NOT NULL, kind TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+    pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL,
+    UNIQUE (chain_index, pulse_index)
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A committed pulse not yet confirmed by the store."""
+
+    seq: int
+    chain_index: int
+    pulse_index: int
+    time_ms: int
+    pulse: bytes
+    record: bytes
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Commitment:
+    """The entropy record already committed to for pulse (chain_index, pulse_index)."""
+
+    chain_index: int
+    pulse_index: int
+    draw: EntropyDraw
+
+
+def _anchors_to_json(anchors: dict[str, Anchor]) -> str:
+    return json.dumps(
+        {k: [a.pulse_index, a.time_ms, a.output_value.hex()] for k, a in sorted(anchors.items())}
+    )
+
+
+def _anchors_from_json(text: str) -> dict[str, Anchor]:
+    return {
+        k: Anchor(pulse_index=v[0], time_ms=v[1], output_value=bytes.fromhex(v[2]))
+        for k, v in json.loads(text).items()
+    }
+
+
+class State:
+    """The beacon's durable state. Not thread-safe: one connection per thread."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        try:
+            if readonly:
+                if not path.exists():
+                    raise StateError(f"no beacon state at {path}")
+                uri = f"{path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, timeout=10, check_same_thread=False
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if not path.exists():
+                    # Create the file 0600 before SQLite opens it.
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                self._db = sqlite3.connect(
+                    path, isolation_level=None, timeout=10, check_same_thread=False
+                )
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state {path}: {exc}") from None
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            raise StateError(f"{path}: unknown state schema {row[0] if row else None}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"state {self.path}: {exc}") from None
+
+    # --- reads ---------------------------------------------------------------
+
+    def head(self) -> ChainHead | None:
+        row = self._db.execute(
+            "SELECT chain_index, pulse_index, time_ms, output_value, certificate_id, "
+            "precommitment, ended, anchors FROM head"
+        ).fetchone()
+        if row is None:
+            return None
+        return ChainHead(
+            chain_index=row[0],
+            pulse_index=row[1],
+            time_ms=row[2],
+            output_value=bytes(row[3]),
+            certificate_id=bytes(row[4]),
+            precommitment_value=bytes(row[5]),
+            ended=bool(row[6]),
+            anchors=_anchors_from_json(row[7]),
+        )
+
+    def commitment(self) -> Commitment | None:
+        row = self._db.execute(
+            "SELECT chain_index, pulse_index, record, kind FROM commitment"
+        ).fetchone()
+        if row is None:
+            return None
+        return Commitment(row[0], row[1], EntropyDraw(record=bytes(row[2]), kind=row[3]))
+
+    def outbox(self, limit: int = 100) -> list[OutboxItem]:
+        rows = self._db.execute(
+            "SELECT seq, chain_index, pulse_index, time_ms, pulse, record, kind "
+            "FROM outbox ORDER BY seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+
+    def outbox_length(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def counters(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self._db.execute("SELECT name, value FROM counters")}
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def request(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM requests WHERE name=?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # --- writes --------------------------------------------------------------
+
+    def commit_pulse(
+        self,
+        *,
+        head: ChainHead,
+        pulse: bytes,
+        draw: EntropyDraw,
+        next_draw: EntropyDraw,
+    ) -> None:
+        """Store a new pulse, its head and the next commitment in one transaction."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO outbox (chain_index, pulse_index, time_ms, pulse, record, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (head.chain_index, head.pulse_index, head.time_ms, pulse, draw.record, draw.kind),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO head VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    head.chain_index,
+                    head.pulse_index,
+                    head.time_ms,
+                    head.output_value,
+                    head.certificate_id,
+                    head.precommitment_value,
+                    int(head.ended),
+                    _anchors_to_json(head.anchors),
+                ),
+            )
+            if head.ended:
+                db.execute("DELETE FROM commitment")
+                db.execute("DELETE FROM requests WHERE name='final'")
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO commitment VALUES (1, ?, ?, ?, ?)",
+                    (head.chain_index, head.pulse_index + 1, next_draw.record, next_draw.kind),
+                )
+            _bump(db, "pulses")
+            _bump(db, f"source:{draw.kind}")
+
+    def mark_published(self, seq: int, time_ms: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_published_ms', ?)", (str(time_ms),)
+            )
+
+    def bump(self, name: str, by: int = 1) -> None:
+        with self._tx() as db:
+            _bump(db, name, by)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def set_request(self, name: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO requests VALUES (?, ?)", (name, value))
+
+
+def _bump(db: sqlite3.Connection, name: str, by: int = 1) -> None:
+    db.execute(
+        "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+        (name, by, by),
+    )
+
+
+class InstanceLock:
+    """An exclusive, non-blocking lock on the data directory, holding our pid.
+
+    The kernel drops it when the process dies, even by SIGKILL.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "beacon.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateError(
+                f"another beacon (pid {read_pid(self.path) or '?'}) is running on "
+                f"{self.path.parent}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_pid(lock_path: Path) -> int | None:
+    """The pid of the beacon holding ``lock_path``, or None if no process holds it."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None  # we could lock it: nobody holds it
+    finally:
+        os.close(fd)
