@@ -20,6 +20,8 @@ from beacon.errors import ConfigError
 DAY_MS = 86_400_000
 ENTROPY_SOURCES = ("local", "ibm", "os")
 PUBLISHERS = ("local", "s3")
+#: BEACON_* variables that are not settings.
+RESERVED_ENV = frozenset({"BEACON_CONFIG", "BEACON_FAILPOINT"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,7 +157,7 @@ def load_settings(
                 raise ConfigError(f"{path}: unknown setting {key!r}")
             values[key] = _coerce(key, value, str(path))
     for key, value in env.items():
-        if not key.startswith("BEACON_") or key == "BEACON_CONFIG":
+        if not key.startswith("BEACON_") or key in RESERVED_ENV:
             continue
         name = key[len("BEACON_") :].lower()
         if name not in _FIELDS:

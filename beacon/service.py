@@ -29,6 +29,7 @@ from beacon.clock import Clock, boundary_at_or_before
 from beacon.config import Settings
 from beacon.entropy import EntropyDraw, EntropySource
 from beacon.errors import AlreadyPublishedError, BeaconError, EntropyError, PublishError
+from beacon.faults import failpoint
 from beacon.publish import JSON, Publisher
 from beacon.publish.pipeline import publish_certificate, publish_item
 from beacon.pulse.builder import BuildError, build_pulse
@@ -203,9 +204,11 @@ class Beacon:
         except BuildError as exc:
             log.error("cannot build pulse %d: %s", slot.pulse_index, exc)
             return False
+        failpoint("before-commit")
         self.state.commit_pulse(
             head=built.head, pulse=built.data, draw=current, next_draw=next_draw
         )
+        failpoint("after-commit")
         log.info(
             "pulse %d/%d %s status %d source %s",
             built.pulse.chain_index,
@@ -252,6 +255,7 @@ class Beacon:
                         publish_item(
                             self.publisher, item, last_max_age=self._seconds_to_next_boundary()
                         )
+                        failpoint("before-mark-published")
                         state.mark_published(item.seq, item.time_ms)
                         self._write_status(state, item.time_ms)
                     delay = 0.5

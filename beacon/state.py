@@ -22,6 +22,7 @@ from pathlib import Path
 
 from beacon.entropy import EntropyDraw
 from beacon.errors import StateError
+from beacon.faults import failpoint
 from beacon.pulse.builder import Anchor, ChainHead
 
 SCHEMA_VERSION = 1
@@ -201,6 +202,7 @@ class State:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (head.chain_index, head.pulse_index, head.time_ms, pulse, draw.record, draw.kind),
             )
+            failpoint("in-transaction")
             db.execute(
                 "INSERT OR REPLACE INTO head VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (

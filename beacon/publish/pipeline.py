@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from beacon_verifier import layout
 
+from beacon.faults import failpoint
 from beacon.publish import JSON, PEM, Publisher
 from beacon.state import OutboxItem
 
@@ -28,6 +29,7 @@ def publish_item(publisher: Publisher, item: OutboxItem, *, last_max_age: int) -
     c, p = item.chain_index, item.pulse_index
     publisher.put_immutable(layout.entropy_record_key(c, p), item.record, content_type=JSON)
     publisher.put_immutable(layout.pulse_key(c, p), item.pulse, content_type=JSON)
+    failpoint("mid-publish")
     publisher.put_immutable(layout.time_key(item.time_ms), item.pulse, content_type=JSON)
     for key in (layout.chain_last_key(c), layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY):
         publisher.put_mutable(key, item.pulse, content_type=JSON, max_age=last_max_age)

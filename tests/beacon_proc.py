@@ -1,0 +1,69 @@
+"""Running real ``beacon`` / ``beacon-verify`` processes from tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from beacon_verifier.checks import ChainReport
+from beacon_verifier.fetch import LocalSource
+from beacon_verifier.replay import replay_chain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def beacon_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "verifier")])
+    env.update(extra or {})
+    return env
+
+
+def run_beacon(
+    cwd: Path,
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``beacon ARGS`` in ``cwd`` to completion; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "beacon.cli", *args],
+        cwd=cwd,
+        env=beacon_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_beacon(
+    cwd: Path, args: Sequence[str], *, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "beacon.cli", *args],
+        cwd=cwd,
+        env=beacon_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_verify(args: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "beacon_verifier.cli", *args],
+        env=beacon_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def replay(site: Path) -> ChainReport:
+    return replay_chain(LocalSource(site))

@@ -1,0 +1,213 @@
+"""The tick with an injected clock: boundaries, clock going backwards, gaps, chain end,
+and disclosed fallback when the entropy source fails or is late."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from beacon_verifier import layout
+from beacon_verifier.format import parse_pulse
+
+from beacon.config import Settings
+from beacon.entropy import EntropyDraw
+from beacon.entropy.os_source import OsSource
+from beacon.errors import EntropyError, StateError
+from beacon.pulse.keys import Signer
+from beacon.service import Beacon
+from tests.beacon_proc import replay
+
+T0 = 1_800_000_000_000  # 2027-01-15T08:00:00Z, a minute boundary
+
+
+class FakeClock:
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+class FailingSource:
+    name = "broken-qpu"
+
+    def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw:
+        raise EntropyError("backend offline")
+
+
+class SlowSource:
+    """Answers pulse 1 at once; blocks on later pulses until released (a late job)."""
+
+    name = "slow-qpu"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw:
+        if pulse_index > 1:
+            self.release.wait(timeout=10)
+        return OsSource(f"slow source answered {pulse_index}").draw(chain_index, pulse_index)
+
+
+def make(tmp_path: Path, signer: Signer, clock: FakeClock, source: object = None) -> Beacon:
+    from beacon.publish.local import LocalDirPublisher
+
+    settings = Settings(data_dir=tmp_path / "data", out_dir=tmp_path / "site", period=60)
+    return Beacon(
+        settings=settings,
+        signer=signer,
+        clock=clock,
+        source=source or OsSource("configured"),  # type: ignore[arg-type]
+        fallback=OsSource,
+        publisher=LocalDirPublisher(settings.out_dir),
+    )
+
+
+def wait_prepared(beacon: Beacon) -> None:
+    if beacon._prepared is not None:
+        beacon._prepared[1].exception(timeout=10)
+
+
+def drain(beacon: Beacon) -> None:
+    beacon.start_background() if beacon._publisher_thread is None else None
+    beacon.shutdown()
+
+
+def pulses(tmp_path: Path) -> list[dict[str, object]]:
+    site = tmp_path / "site"
+    last = parse_pulse((site / layout.LAST_KEY).read_bytes())
+    return [
+        json.loads((site / layout.pulse_key(1, p)).read_bytes())["pulse"]
+        for p in range(1, last.pulse_index + 1)
+    ]
+
+
+def test_timestamps_are_nominal_boundaries(tmp_path: Path, signer: Signer) -> None:
+    clock = FakeClock(T0 + 250)  # the tick runs 250 ms late
+    beacon = make(tmp_path, signer, clock)
+    beacon.prime()
+    for i in range(3):
+        clock.now = T0 + i * 60_000 + 250 + i * 7
+        wait_prepared(beacon)
+        assert beacon.tick()
+    drain(beacon)
+    stamps = [p["timeStamp"] for p in pulses(tmp_path)]
+    assert stamps == [
+        "2027-01-15T08:00:00.000Z",
+        "2027-01-15T08:01:00.000Z",
+        "2027-01-15T08:02:00.000Z",
+    ]
+    assert replay(tmp_path / "site").ok
+
+
+def test_clock_going_backwards_makes_it_wait(tmp_path: Path, signer: Signer) -> None:
+    clock = FakeClock(T0)
+    beacon = make(tmp_path, signer, clock)
+    beacon.prime()
+    assert beacon.tick()
+    wait_prepared(beacon)
+    clock.now = T0 - 5 * 60_000  # stepped back five minutes
+    assert not beacon.tick()
+    clock.now = T0 + 30_000  # same boundary as the last pulse
+    assert not beacon.tick()
+    clock.now = T0 + 60_000
+    assert beacon.tick()
+    drain(beacon)
+    assert [p["pulseIndex"] for p in pulses(tmp_path)] == [1, 2]
+    assert replay(tmp_path / "site").ok
+
+
+def test_restart_after_downtime_marks_gap_and_opens_commitment(
+    tmp_path: Path, signer: Signer
+) -> None:
+    clock = FakeClock(T0)
+    beacon = make(tmp_path, signer, clock)
+    beacon.prime()
+    beacon.tick()
+    wait_prepared(beacon)
+    clock.now = T0 + 60_000
+    beacon.tick()
+    drain(beacon)
+    clock.now = T0 + 10 * 60_000  # down for eight periods
+    again = make(tmp_path, signer, clock)
+    again.prime()
+    assert again.tick()
+    drain(again)
+    third = pulses(tmp_path)[2]
+    assert third["statusCode"] == 2  # gap, and the stored precommitment opened
+    assert replay(tmp_path / "site").ok
+
+
+def test_failed_source_falls_back_and_says_so(tmp_path: Path, signer: Signer) -> None:
+    clock = FakeClock(T0)
+    beacon = make(tmp_path, signer, clock, FailingSource())
+    beacon.prime()
+    for i in range(3):
+        clock.now = T0 + i * 60_000
+        wait_prepared(beacon)
+        beacon.tick()
+    drain(beacon)
+    site = tmp_path / "site"
+    record = json.loads((site / layout.entropy_record_key(1, 2)).read_bytes())
+    assert record["source"] == "os-fallback"
+    assert "broken-qpu: backend offline" in record["reason"]
+    status = json.loads((site / "status.json").read_bytes())
+    assert status["fallbacks"] >= 3 and "backend offline" in status["lastFallbackReason"]
+    assert replay(site).source_kinds == {"os-fallback": 3}
+
+
+def test_late_entropy_job_never_delays_the_tick(tmp_path: Path, signer: Signer) -> None:
+    clock = FakeClock(T0)
+    slow = SlowSource()
+    beacon = make(tmp_path, signer, clock, slow)
+    beacon.prime()  # pulse 1 drawn now; the job for pulse 2 blocks in the background
+    started = time.monotonic()
+    assert beacon.tick()
+    for i in (1, 2):
+        clock.now = T0 + i * 60_000
+        assert beacon.tick()
+    assert time.monotonic() - started < 5  # no tick waited for the job
+    slow.release.set()
+    drain(beacon)
+    site = tmp_path / "site"
+    reasons = [
+        json.loads((site / layout.entropy_record_key(1, p)).read_bytes())["reason"]
+        for p in (1, 2, 3)
+    ]
+    assert reasons[0] == "slow source answered 1"
+    assert reasons[1] == "the entropy job was not finished in time"
+    assert reasons[2] == "the entropy source was still busy with an earlier job"
+    assert replay(site).ok
+
+
+def test_final_pulse_ends_chain_and_next_run_starts_chain_two(
+    tmp_path: Path, signer: Signer
+) -> None:
+    clock = FakeClock(T0)
+    beacon = make(tmp_path, signer, clock)
+    beacon.prime()
+    beacon.tick()
+    beacon.state.set_request("final", "test")
+    clock.now = T0 + 60_000
+    wait_prepared(beacon)
+    beacon.tick()
+    drain(beacon)
+    assert pulses(tmp_path)[-1]["statusCode"] == 8
+    clock.now = T0 + 120_000
+    again = make(tmp_path, signer, clock)
+    again.prime()
+    again.tick()
+    drain(again)
+    first_of_two = json.loads((tmp_path / "site" / layout.pulse_key(2, 1)).read_bytes())["pulse"]
+    assert (first_of_two["chainIndex"], first_of_two["statusCode"]) == (2, 1)
+
+
+def test_second_instance_is_refused(tmp_path: Path, signer: Signer) -> None:
+    first = make(tmp_path, signer, FakeClock(T0))
+    with pytest.raises(StateError, match="another beacon"):
+        make(tmp_path, signer, FakeClock(T0))
+    drain(first)
+    make(tmp_path, signer, FakeClock(T0)).shutdown()  # free again once released
