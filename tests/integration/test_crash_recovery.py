@@ -95,6 +95,6 @@ def test_second_process_on_the_same_state_refuses(tmp_path: Path) -> None:
         assert "Traceback" not in second.stderr
     finally:
         first.send_signal(signal.SIGTERM)
-        out, err = first.communicate(timeout=30)
+        _, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
     assert replay(tmp_path / "public").ok
