@@ -23,7 +23,7 @@ from beacon_verifier.format import format_timestamp
 from beacon import __version__
 from beacon.config import Settings, load_settings
 from beacon.entropy import EntropySource
-from beacon.errors import BeaconError
+from beacon.errors import BeaconError, EntropyError
 from beacon.publish import Publisher
 from beacon.pulse.keys import KEY_FILE, Signer, init_identity, load_identity
 from beacon.state import State, read_pid
@@ -63,22 +63,33 @@ def _now() -> datetime.datetime:
 
 
 def make_source(settings: Settings) -> EntropySource:
-    """The configured entropy source; adapters are imported only when chosen."""
+    """The configured entropy source; adapters are imported only when chosen.
+
+    A quantum source that cannot even be set up (qiskit missing, no IBM
+    credentials) leaves the beacon running on the OS source, loudly: every
+    record then says ``os-fallback`` with this reason.
+    """
     from beacon.entropy.os_source import OsSource
 
     if settings.entropy_source == "os":
         return OsSource(reason="configured: entropy_source = os")
-    if settings.entropy_source == "ibm":
-        from beacon.entropy.ibm_source import IbmQuantumSource
-
-        return IbmQuantumSource.from_settings(settings)
     try:
+        if settings.entropy_source == "ibm":
+            from beacon.entropy.ibm_source import IbmQuantumSource
+
+            return IbmQuantumSource.from_settings(settings)
         from beacon.entropy.qiskit_source import LocalQuantumSource
-    except ImportError as exc:
-        reason = f"qiskit is not installed ({exc.name})"
-        log.warning("local quantum simulator unavailable: %s; using the OS source", reason)
+
+        noisy = settings.local_backend != "aer"
+        return LocalQuantumSource(
+            noise_backend=settings.local_backend if noisy else None,
+            qubits=None if noisy else settings.local_qubits,
+            shots=settings.local_shots,
+        )
+    except (EntropyError, ImportError) as exc:
+        reason = f"{settings.entropy_source} quantum source unavailable: {exc}"
+        log.warning("%s; using the OS source", reason)
         return OsSource(reason=reason)
-    return LocalQuantumSource.from_settings(settings)
 
 
 def make_publisher(settings: Settings) -> Publisher:
@@ -233,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    logging.getLogger("qiskit").setLevel(logging.WARNING)
+    for noisy in ("apscheduler", "qiskit", "qiskit_ibm_runtime", "qiskit_aer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         overrides = {
             "data_dir": args.data_dir,

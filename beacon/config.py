@@ -38,7 +38,7 @@ class Settings:
     entropy_source: str = "local"  # local (qiskit-aer), ibm (hardware), os
     local_backend: str = "aer"  # "aer" (noiseless) or a fake backend name, e.g. fake_sherbrooke
     local_qubits: int = 127
-    local_shots: int = 64
+    local_shots: int = 2048  # 2048 x 127 bits: two health-test windows per qubit
     ibm_backend: str = ""  # empty: the least busy
     ibm_instance: str = ""
     publisher: str = "local"
@@ -117,8 +117,8 @@ def validate(s: Settings) -> Settings:
         raise ConfigError(f"publisher must be one of {', '.join(PUBLISHERS)}, got {s.publisher!r}")
     if s.publisher == "s3" and not s.s3_bucket:
         raise ConfigError("publisher 's3' needs s3_bucket")
-    if s.local_qubits < 1 or s.local_shots < 1:
-        raise ConfigError("local_qubits and local_shots must be positive")
+    if s.local_qubits < 1 or s.local_shots < 2:
+        raise ConfigError("local_qubits must be at least 1 and local_shots at least 2")
     if s.s3_object_lock_days < 0:
         raise ConfigError("s3_object_lock_days must be 0 or more")
     if s.base_url and not s.base_url.startswith(("http://", "https://", "file://")):
