@@ -1,0 +1,344 @@
+"""Quantum entropy from IBM Quantum hardware, harvested in batches into the pool.
+
+``IbmQuantumSource`` connects with ``QiskitRuntimeService`` (channel
+``ibm_quantum_platform``; token and instance from ``QISKIT_IBM_TOKEN`` and
+``QISKIT_IBM_INSTANCE``, else the saved account), picks the named backend or
+the least busy one, and runs the same Hadamard circuit as the local source
+through ``executor_sampler.Sampler``, ``qubits x shots`` bits per job.
+
+Draws never wait for hardware: ``draw`` first collects any finished job into
+the pool (health-tested; a failing batch is stored as rejected), starts the
+next job when the pool says so (low-water mark, nothing pending, within the
+daily QPU budget), then takes never-used bits from the pool. An empty pool is
+an ``EntropyError``, and the service falls back to the OS source. Jobs are
+recorded in the pool when submitted, so one still queued at a restart is
+collected afterwards with ``service.job(id)``.
+
+With ``channel="local"`` the same code runs against qiskit-ibm-runtime's
+local testing mode and a fake backend: no credentials, records of kind
+``quantum-simulator``. qiskit is imported only when a source is constructed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, EntropyDraw
+from beacon.entropy.health import HealthConfig, run_health_tests
+from beacon.entropy.pool import FAILED, LOST, EntropyPool, HarvestDecision, PendingJob
+from beacon.entropy.qiskit_source import (
+    job_bits,
+    job_id_of,
+    submit_sampler_job,
+    transpile_for,
+)
+from beacon.entropy.record import OS_BITS_BYTES, Provenance, quantum_record, seal
+from beacon.errors import EntropyError
+
+#: Shots per hardware job: 127 qubits x 20,000 shots ~ 2.5 Mbit, about a day
+#: of 60 s pulses at ~1,300 bits each, for roughly 10 QPU-seconds.
+DEFAULT_IBM_SHOTS = 20_000
+DEFAULT_CHANNEL = "ibm_quantum_platform"
+TOKEN_ENV = "QISKIT_IBM_TOKEN"  # noqa: S105 - the variable's name, not a secret
+INSTANCE_ENV = "QISKIT_IBM_INSTANCE"
+
+
+def connect(
+    channel: str = DEFAULT_CHANNEL,
+    *,
+    token: str | None = None,
+    instance: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Any:
+    """A ``QiskitRuntimeService`` for ``channel``.
+
+    Token and instance default to ``QISKIT_IBM_TOKEN`` / ``QISKIT_IBM_INSTANCE``
+    from ``env`` (the process environment by default), else the saved account.
+    ``channel="local"`` needs neither. Raises ``EntropyError`` when the service
+    cannot be reached or the account is missing or refused.
+    """
+    environ = os.environ if env is None else env
+    kwargs: dict[str, Any] = {"channel": channel}
+    if channel != "local":
+        token = token or environ.get(TOKEN_ENV) or None
+        instance = instance or environ.get(INSTANCE_ENV) or None
+        if token:
+            kwargs["token"] = token
+        if instance:
+            kwargs["instance"] = instance
+    try:
+        from qiskit_ibm_runtime import QiskitRuntimeService
+
+        return QiskitRuntimeService(**kwargs)
+    except Exception as exc:
+        # The message may not echo the token; name only the channel.
+        raise EntropyError(
+            f"cannot connect to IBM Quantum ({channel}): {type(exc).__name__}"
+        ) from exc
+
+
+def pick_backend(service: Any, name: str | None, min_qubits: int | None) -> Any:
+    """The backend called ``name``, else the least busy operational one.
+
+    Raises ``EntropyError`` when there is no such backend.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Local mode instantiates every fake backend; some warn that their
+            # figures are made up, which is not news here.
+            warnings.simplefilter("ignore", UserWarning)
+            if name:
+                return service.backend(name)
+            if getattr(service, "is_local", False):
+                return service.least_busy(min_num_qubits=min_qubits)
+        return service.least_busy(min_num_qubits=min_qubits, operational=True)
+    except Exception as exc:
+        raise EntropyError(f"no IBM Quantum backend {name or '(least busy)'}: {exc}") from exc
+
+
+#: File name of the pool inside the beacon's data directory.
+POOL_FILE_NAME = "entropy-pool.sqlite"
+
+
+class IbmSettings(Protocol):
+    """What ``IbmQuantumSource.from_settings`` reads (``beacon.config.Settings`` has it)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def ibm_backend(self) -> str: ...
+
+    @property
+    def ibm_instance(self) -> str: ...
+
+
+class IbmQuantumSource:
+    """``EntropySource`` drawing from a pool filled by IBM Quantum jobs.
+
+    ``service`` may be passed in (e.g. ``QiskitRuntimeService(channel="local")``);
+    otherwise ``connect(channel, token=..., instance=...)`` makes one.
+    ``backend`` names the backend (least busy when None); ``qubits`` defaults
+    to all of its qubits. ``urandom`` and ``clock`` are injectable for tests.
+    The constructor connects, picks the backend and transpiles; it raises
+    ``EntropyError`` when any of that fails and ``ValueError`` for bad sizes.
+    """
+
+    name = "qiskit-ibm"
+
+    def __init__(
+        self,
+        *,
+        pool: EntropyPool,
+        backend: str | None = None,
+        qubits: int | None = None,
+        shots: int = DEFAULT_IBM_SHOTS,
+        channel: str = DEFAULT_CHANNEL,
+        token: str | None = None,
+        instance: str | None = None,
+        service: Any | None = None,
+        health: HealthConfig | None = None,
+        result_timeout: float | None = None,
+        urandom: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if shots < 2:
+            raise ValueError(f"shots must be >= 2, got {shots}")
+        if qubits is not None and qubits < 1:
+            raise ValueError(f"qubits must be >= 1, got {qubits}")
+        self.pool = pool
+        self.shots = shots
+        self.health_config = health if health is not None else HealthConfig()
+        self.result_timeout = result_timeout
+        self._urandom = urandom
+        self._clock = clock
+        self._service = (
+            service if service is not None else connect(channel, token=token, instance=instance)
+        )
+        self.is_local = bool(getattr(self._service, "is_local", False))
+        self.kind = QUANTUM_SIMULATOR if self.is_local else QUANTUM_HARDWARE
+        self._backend = pick_backend(self._service, backend, qubits)
+        self.backend_name = str(self._backend.name)
+        self.num_qubits = qubits if qubits is not None else int(self._backend.num_qubits)
+        if self.num_qubits > int(self._backend.num_qubits):
+            raise ValueError(f"{self.backend_name} has fewer than {self.num_qubits} qubits")
+        self._isa, self.physical_qubits = transpile_for(self._backend, self.num_qubits)
+        self._jobs: dict[str, Any] = {}  # submitted in this process, by id
+        #: Why the last attempt to start or collect a job failed (None when it did not).
+        self.last_harvest_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: IbmSettings) -> IbmQuantumSource:
+        """The source for the beacon's configuration: pool ``<data_dir>/entropy-pool.sqlite``.
+
+        Empty ``ibm_backend`` means the least busy backend, empty
+        ``ibm_instance`` the environment or saved account. Raises as the
+        constructor and ``EntropyPool`` do.
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            pool=EntropyPool(settings.data_dir / POOL_FILE_NAME),
+            backend=settings.ibm_backend or None,
+            instance=settings.ibm_instance or None,
+        )
+
+    # --- harvesting ---------------------------------------------------------------------
+
+    def start_harvest(self) -> str:
+        """Submit one job now, charge it to the budget, and return its id.
+
+        Does not consult the pool's policy (``maintain`` does). Raises
+        ``EntropyError`` when the job cannot be submitted.
+        """
+        seed = None
+        if self.is_local:
+            try:
+                seed = int.from_bytes(self._urandom(8), "big") >> 1
+            except OSError as exc:
+                raise EntropyError(f"os.urandom failed: {exc}") from exc
+        job = submit_sampler_job(self._backend, self._isa, self.shots, seed=seed)
+        job_id = job_id_of(job)
+        self._jobs[job_id] = job
+        self.pool.record_submission(
+            job_id, self.backend_name, qubits=self.physical_qubits, shots=self.shots
+        )
+        return job_id
+
+    def _job_for(self, pending: PendingJob) -> Any | None:
+        job = self._jobs.get(pending.job_id)
+        if job is not None or self.is_local:
+            return job  # a local job dies with its process: None marks it lost
+        try:
+            job = self._service.job(pending.job_id)
+        except Exception:
+            return None
+        self._jobs[pending.job_id] = job
+        return job
+
+    @staticmethod
+    def _finished(job: Any) -> bool:
+        try:
+            return bool(job.in_final_state())
+        except Exception:
+            return False
+
+    def _usage(self, job: Any) -> float | None:
+        if self.is_local:
+            return 0.0
+        try:
+            seconds = float(job.usage())
+        except Exception:
+            return None
+        return seconds if seconds > 0 else None  # 0 until IBM has computed it
+
+    def collect(self, *, wait: bool = False) -> int:
+        """Store the bits of finished jobs in the pool; returns how many batches were stored.
+
+        With ``wait`` it blocks for each pending job (up to ``result_timeout``).
+        A job that failed, or that cannot be found after a restart, is marked
+        so and no longer counted as pending; its bits never enter the pool.
+        A batch that fails its health tests is stored as rejected. Raises
+        ``EntropyError`` only when the pool itself fails.
+        """
+        stored = 0
+        for pending in self.pool.pending_jobs():
+            job = self._job_for(pending)
+            if job is None:
+                self.pool.record_job_end(pending.job_id, state=LOST, detail="job not found")
+                continue
+            if not wait and not self._finished(job):
+                continue
+            try:
+                bits = job_bits(job, pending.shots, len(pending.qubits), self.result_timeout)
+            except EntropyError as exc:
+                self.pool.record_job_end(
+                    pending.job_id, state=FAILED, qpu_seconds=self._usage(job), detail=str(exc)
+                )
+                self._jobs.pop(pending.job_id, None)
+                self.last_harvest_error = str(exc)
+                continue
+            provenance = Provenance(
+                backend=pending.backend,
+                job_id=pending.job_id,
+                batch_id=pending.job_id,
+                qubits=pending.qubits,
+                shots=pending.shots,
+                harvested_at=self._clock(),
+            )
+            health = run_health_tests(bits, self.health_config)
+            self.pool.add_batch(
+                kind=self.kind,
+                provenance=provenance,
+                bits=bits,
+                health=health,
+                qpu_seconds=self._usage(job),
+            )
+            self._jobs.pop(pending.job_id, None)
+            if not health.passed:
+                self.last_harvest_error = (
+                    f"job {pending.job_id} failed health tests: {', '.join(health.failures)}"
+                )
+            stored += 1
+        return stored
+
+    def maintain(self) -> HarvestDecision:
+        """Collect finished jobs, then start the next one if the pool's policy says so.
+
+        Failures to start or collect are kept in ``last_harvest_error`` rather
+        than raised: a draw can still be served from the pool. Raises
+        ``EntropyError`` only when the pool itself fails.
+        """
+        self.collect()
+        decision = self.pool.harvest_decision()
+        if decision.start:
+            try:
+                self.start_harvest()
+            except EntropyError as exc:
+                self.last_harvest_error = str(exc)
+        return decision
+
+    def harvest_now(self) -> int:
+        """Run one job to completion and store it (e.g. to fill an empty pool at start-up).
+
+        Ignores the low-water mark but not the budget. Returns the batches
+        stored. Raises ``EntropyError`` when the budget is spent or the job
+        cannot be submitted.
+        """
+        spent = self.pool.spent_today()
+        policy = self.pool.policy
+        if spent + policy.job_qpu_seconds_estimate > policy.qpu_seconds_per_day:
+            raise EntropyError(
+                f"QPU budget spent: {spent:.1f} of {policy.qpu_seconds_per_day:.1f} s today"
+            )
+        self.start_harvest()
+        return self.collect(wait=True)
+
+    # --- the port -----------------------------------------------------------------------
+
+    def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw:
+        """Never-used pooled bits for one pulse, sealed into a record.
+
+        Raises ``EntropyError`` when the pool is empty or fails.
+        """
+        self.maintain()
+        pooled = self.pool.take()
+        try:
+            os_bits = self._urandom(OS_BITS_BYTES)
+        except OSError as exc:
+            raise EntropyError(f"os.urandom failed: {exc}") from exc
+        return seal(
+            quantum_record(
+                kind=pooled.kind,
+                chain_index=chain_index,
+                pulse_index=pulse_index,
+                provenance=pooled.provenance,
+                health=pooled.health,
+                conditioned=pooled.conditioned,
+                os_bits=os_bits,
+            )
+        )

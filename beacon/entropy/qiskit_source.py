@@ -1,0 +1,314 @@
+"""Quantum entropy from a local qiskit-aer simulator, one fresh job per draw.
+
+The circuit puts every qubit in superposition with H and measures it
+(``measure_all``), transpiled once to the backend's ISA
+(``generate_preset_pass_manager(optimization_level=1)``), and is run as a
+fresh job per draw through qiskit-ibm-runtime's client-side
+``executor_sampler.Sampler``, which runs on qiskit-aer when given a local
+backend. The circuit is Clifford, so Aer simulates it with the stabilizer
+method even at 127 qubits.
+
+Two simulators:
+
+- noiseless ``AerSimulator()`` (default), with a configurable qubit count;
+- the noise of a named fake IBM backend (e.g. ``"fake_sherbrooke"``):
+  ``NoiseModel.from_backend(fake, thermal_relaxation=False)`` (depolarizing
+  gate errors and readout errors), built once in the constructor.
+
+Each job's simulator is seeded from ``os.urandom`` (63 bits). A simulator is a
+PRNG: a simulated batch holds at most those 63 bits of real entropy whatever
+its statistical estimate says, which is why its records say
+``quantum-simulator`` and every record also mixes in 512 OS bits.
+
+qiskit is imported when a source is constructed, never when this module is
+imported. The job helpers here are shared with the IBM hardware source.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from beacon.entropy import QUANTUM_SIMULATOR, EntropyDraw
+from beacon.entropy.extract import condition
+from beacon.entropy.health import HealthConfig, HealthResult, run_health_tests
+from beacon.entropy.record import OS_BITS_BYTES, Provenance, quantum_record, seal
+from beacon.errors import EntropyError
+
+#: Shots per local job. 2048 shots x 127 qubits = 260,096 raw bits: two full
+#: adaptive-proportion windows per qubit stream, a per-qubit 99 % bound on the
+#: bias of about +-0.028, and ~1,100-1,300 bits consumed per draw (under 1 % of
+#: the batch), while the noisy 127-qubit job stays near 2 s on one core.
+DEFAULT_SHOTS = 2048
+#: Qubits of the noiseless simulator when none are given (a noisy one uses all
+#: of its fake backend's qubits).
+DEFAULT_QUBITS = 127
+#: How many rejected batches a source keeps for audit.
+DEFAULT_KEEP_REJECTED = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Harvest:
+    """The raw result of one job: its provenance and its ``(shots, qubits)`` 0/1 bits."""
+
+    provenance: Provenance
+    bits: NDArray[np.uint8]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejectedBatch:
+    """A batch that failed its health tests, kept for audit instead of being used."""
+
+    harvest: Harvest
+    health: HealthResult
+
+
+# --- qiskit helpers (shared with ibm_source); each imports qiskit lazily ------------------
+
+
+def load_fake_backend(name: str) -> Any:
+    """A fake IBM backend by name (``"fake_sherbrooke"``).
+
+    Raises ``EntropyError`` when no fake backend has that name.
+    """
+    try:
+        from qiskit_ibm_runtime import fake_provider
+
+        camel = "".join(part.capitalize() for part in name.split("_"))
+        for cls_name in (camel, camel + "V2"):
+            cls = getattr(fake_provider, cls_name, None)
+            if cls is not None:
+                backend = cls()
+                if backend.name == name:
+                    return backend
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fake_provider.FakeProviderForBackendV2().backend(name)
+    except Exception as exc:
+        raise EntropyError(f"no fake backend named {name!r}: {exc}") from exc
+
+
+def hadamard_circuit(num_qubits: int) -> Any:
+    """H on each of ``num_qubits`` qubits, then ``measure_all`` (qubit i into bit i)."""
+    from qiskit import QuantumCircuit
+
+    circuit = QuantumCircuit(num_qubits, name="beacon-entropy")
+    circuit.h(range(num_qubits))
+    circuit.measure_all()
+    return circuit
+
+
+def transpile_for(backend: Any, num_qubits: int) -> tuple[Any, tuple[int, ...]]:
+    """The Hadamard circuit in ``backend``'s ISA, and the physical qubit behind each bit.
+
+    Raises ``EntropyError`` when the circuit cannot be transpiled for the backend.
+    """
+    try:
+        from qiskit.transpiler import generate_preset_pass_manager
+
+        pass_manager = generate_preset_pass_manager(optimization_level=1, backend=backend)
+        isa = pass_manager.run(hadamard_circuit(num_qubits))
+        layout = isa.layout
+        physical = (
+            tuple(int(q) for q in layout.final_index_layout())
+            if layout is not None
+            else tuple(range(num_qubits))
+        )
+    except Exception as exc:
+        raise EntropyError(f"cannot transpile the entropy circuit for {backend}: {exc}") from exc
+    return isa, physical
+
+
+def submit_sampler_job(mode: Any, isa: Any, shots: int, seed: int | None = None) -> Any:
+    """Submit the ISA circuit through ``executor_sampler.Sampler`` and return the job.
+
+    ``mode`` is a backend (local or IBM); ``seed`` seeds a local simulator.
+    Raises ``EntropyError`` when the job cannot be submitted.
+    """
+    try:
+        from qiskit_ibm_runtime.executor_sampler import Sampler
+
+        sampler = Sampler(mode=mode)
+        if seed is not None:
+            sampler.options.simulator.seed_simulator = seed
+        return sampler.run([isa], shots=shots)
+    except Exception as exc:
+        raise EntropyError(f"cannot submit the entropy job: {exc}") from exc
+
+
+def job_bits(
+    job: Any, shots: int, num_qubits: int, timeout: float | None = None
+) -> NDArray[np.uint8]:
+    """Wait for ``job`` and return its measurements as a ``(shots, num_qubits)`` uint8 array.
+
+    Column ``c`` is classical bit ``c`` of the ``meas`` register. Raises
+    ``EntropyError`` when the job fails or its result has another shape.
+    """
+    try:
+        result = job.result(timeout=timeout) if timeout is not None else job.result()
+        bool_bits = result[0].data.meas.to_bool_array(order="little")
+    except Exception as exc:
+        raise EntropyError(f"entropy job failed: {exc}") from exc
+    bits = np.ascontiguousarray(bool_bits, dtype=np.uint8)
+    if bits.shape != (shots, num_qubits):
+        raise EntropyError(
+            f"job returned bits of shape {bits.shape}, expected {(shots, num_qubits)}"
+        )
+    return bits
+
+
+def job_id_of(job: Any) -> str:
+    """The job's id. Raises ``EntropyError`` when it has none."""
+    try:
+        job_id = job.job_id()
+    except Exception as exc:
+        raise EntropyError(f"job has no id: {exc}") from exc
+    if not isinstance(job_id, str) or not job_id:
+        raise EntropyError(f"job has no usable id: {job_id!r}")
+    return job_id
+
+
+def make_simulator(noise_backend: str | None, qubits: int | None) -> tuple[Any, int]:
+    """An AerSimulator and the number of qubits to use on it.
+
+    Noiseless with ``qubits`` (default 127) qubits when ``noise_backend`` is
+    None; else with the noise of that fake backend and all its qubits unless
+    ``qubits`` says fewer. Raises ``EntropyError`` when qiskit-aer or the fake
+    backend is unusable and ``ValueError`` when the backend has too few qubits.
+    """
+    try:
+        from qiskit_aer import AerSimulator
+        from qiskit_aer.noise import NoiseModel
+    except Exception as exc:
+        raise EntropyError(f"qiskit-aer is not usable: {exc}") from exc
+    if noise_backend is None:
+        num_qubits = qubits if qubits is not None else DEFAULT_QUBITS
+        try:
+            backend = AerSimulator()
+            # Its default target stops at the qubits a statevector would fit in
+            # memory; the Hadamard circuit is Clifford and runs as a stabilizer.
+            backend.set_max_qubits(num_qubits)
+        except Exception as exc:
+            raise EntropyError(f"cannot set up AerSimulator: {exc}") from exc
+        return backend, num_qubits
+    fake = load_fake_backend(noise_backend)
+    num_qubits = qubits if qubits is not None else int(fake.num_qubits)
+    if num_qubits > fake.num_qubits:
+        raise ValueError(f"{noise_backend} has {fake.num_qubits} qubits, not {num_qubits}")
+    try:
+        noise = NoiseModel.from_backend(fake, thermal_relaxation=False)
+        return AerSimulator.from_backend(fake, noise_model=noise), num_qubits
+    except Exception as exc:
+        raise EntropyError(f"cannot build the noise model of {noise_backend}: {exc}") from exc
+
+
+# --- the local source --------------------------------------------------------------------
+
+
+class LocalQuantumSource:
+    """``EntropySource`` running a fresh Hadamard job on qiskit-aer for every draw.
+
+    ``noise_backend`` names a fake IBM backend whose noise to simulate (all its
+    qubits are used unless ``qubits`` says fewer); without it the simulator is
+    noiseless with ``qubits`` qubits (default 127). A batch that fails its
+    health tests is not used: ``draw`` raises ``EntropyError`` and the batch
+    goes to ``rejected`` (the last ``keep_rejected`` of them, oldest first) and
+    to ``on_reject`` when given. ``urandom`` and ``clock`` (Unix seconds) are
+    injectable for tests.
+
+    The constructor imports qiskit, builds the noise model and transpiles the
+    circuit; it raises ``EntropyError`` when any of that fails and
+    ``ValueError`` for a bad size.
+    """
+
+    name = "qiskit-local"
+
+    def __init__(
+        self,
+        *,
+        noise_backend: str | None = None,
+        qubits: int | None = None,
+        shots: int = DEFAULT_SHOTS,
+        health: HealthConfig | None = None,
+        keep_rejected: int = DEFAULT_KEEP_REJECTED,
+        on_reject: Callable[[RejectedBatch], None] | None = None,
+        urandom: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if shots < 2:
+            raise ValueError(f"shots must be >= 2, got {shots}")
+        if qubits is not None and qubits < 1:
+            raise ValueError(f"qubits must be >= 1, got {qubits}")
+        self.shots = shots
+        self.health_config = health if health is not None else HealthConfig()
+        self.rejected: deque[RejectedBatch] = deque(maxlen=keep_rejected)
+        self._on_reject = on_reject
+        self._urandom = urandom
+        self._clock = clock
+        self._backend, self.num_qubits = make_simulator(noise_backend, qubits)
+        self.backend_name = str(self._backend.name)
+        self._isa, self.physical_qubits = transpile_for(self._backend, self.num_qubits)
+
+    def harvest(self) -> Harvest:
+        """Run one job and return its raw bits, untested.
+
+        Raises ``EntropyError`` when the job cannot be run or returns malformed data.
+        """
+        try:
+            seed = int.from_bytes(self._urandom(8), "big") >> 1
+        except OSError as exc:
+            raise EntropyError(f"os.urandom failed: {exc}") from exc
+        job = submit_sampler_job(self._backend, self._isa, self.shots, seed=seed)
+        job_id = job_id_of(job)
+        bits = job_bits(job, self.shots, self.num_qubits)
+        provenance = Provenance(
+            backend=self.backend_name,
+            job_id=job_id,
+            batch_id=job_id,
+            qubits=self.physical_qubits,
+            shots=self.shots,
+            harvested_at=self._clock(),
+        )
+        return Harvest(provenance=provenance, bits=bits)
+
+    def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw:
+        """Run a fresh job, test it, condition it and return the sealed record.
+
+        Raises ``EntropyError`` when the job fails, the batch fails its health
+        tests (the batch is kept in ``rejected``), or it holds too few bits.
+        """
+        harvest = self.harvest()
+        health = run_health_tests(harvest.bits, self.health_config)
+        if not health.passed:
+            rejected = RejectedBatch(harvest=harvest, health=health)
+            self.rejected.append(rejected)
+            if self._on_reject is not None:
+                self._on_reject(rejected)
+            raise EntropyError(
+                f"job {harvest.provenance.job_id} on {self.backend_name} failed health tests: "
+                + ", ".join(health.failures)
+            )
+        conditioned = condition(harvest.bits, 0, health.min_entropy)
+        try:
+            os_bits = self._urandom(OS_BITS_BYTES)
+        except OSError as exc:
+            raise EntropyError(f"os.urandom failed: {exc}") from exc
+        return seal(
+            quantum_record(
+                kind=QUANTUM_SIMULATOR,
+                chain_index=chain_index,
+                pulse_index=pulse_index,
+                provenance=harvest.provenance,
+                health=health,
+                conditioned=conditioned,
+                os_bits=os_bits,
+            )
+        )

@@ -1,0 +1,159 @@
+"""Entropy records: the canonical JSON whose SHA-512 is a pulse's localRandomValue.
+
+Two shapes, both JSON objects with ``"version": 1`` and ``"source"`` naming the
+kind (``beacon.entropy.SOURCE_KINDS``):
+
+- a **quantum record** (``quantum-hardware`` or ``quantum-simulator``) names the
+  backend, job, batch, the bit range consumed, the qubits and shots, the
+  health-test results and min-entropy estimate, the consumed raw bits, their
+  conditioned value, and 512 bits from ``os.urandom``;
+- an **os-fallback record** carries the 512 OS bits and the reason the quantum
+  source was not used.
+
+The OS bits are mixed in because localRandomValue hashes the whole record: the
+value is then unpredictable if either the quantum bits or the OS bits are.
+
+Pure: callers pass in the OS bits, the time and the conditioned bits. This
+module does not parse records; the verifier does (it may not import beacon).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from beacon.entropy import (
+    OS_FALLBACK,
+    QUANTUM_HARDWARE,
+    QUANTUM_SIMULATOR,
+    EntropyDraw,
+    canonical_json,
+)
+from beacon.entropy.extract import Conditioned
+from beacon.entropy.health import HealthResult
+
+RECORD_VERSION = 1
+#: Bytes of ``os.urandom`` mixed into every record (512 bits).
+OS_BITS_BYTES = 64
+#: Longest reason string an os-fallback record keeps (longer ones are cut).
+MAX_REASON_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provenance:
+    """Where a batch of raw bits came from.
+
+    ``qubits[c]`` is the physical qubit measured into classical bit ``c`` (the
+    batch's column ``c``). ``harvested_at`` is the Unix time the job's result
+    was received. Raises ``ValueError`` when ``shots`` is below 1, ``qubits`` is
+    empty or a name is empty.
+    """
+
+    backend: str
+    job_id: str
+    batch_id: str
+    qubits: tuple[int, ...]
+    shots: int
+    harvested_at: float
+
+    def __post_init__(self) -> None:
+        if not self.backend or not self.job_id or not self.batch_id:
+            raise ValueError("backend, job id and batch id must be non-empty")
+        if not self.qubits or self.shots < 1:
+            raise ValueError("a batch needs at least one qubit and one shot")
+
+
+def _hex(data: bytes) -> str:
+    return data.hex().upper()
+
+
+def _timestamp(unix: float) -> str:
+    """UTC time in the pulse timestamp style, to the millisecond: 2026-01-02T03:04:05.678Z."""
+    dt = datetime.fromtimestamp(unix, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _check_common(chain_index: int, pulse_index: int, os_bits: bytes) -> None:
+    if chain_index < 1 or pulse_index < 1:
+        raise ValueError(f"chain and pulse indices start at 1, got {chain_index}/{pulse_index}")
+    if len(os_bits) != OS_BITS_BYTES:
+        raise ValueError(f"need {OS_BITS_BYTES} OS bytes, got {len(os_bits)}")
+
+
+def quantum_record(
+    *,
+    kind: str,
+    chain_index: int,
+    pulse_index: int,
+    provenance: Provenance,
+    health: HealthResult,
+    conditioned: Conditioned,
+    os_bits: bytes,
+) -> dict[str, Any]:
+    """The record of a pulse whose entropy came from qubits.
+
+    Raises ``ValueError`` when ``kind`` is not a quantum kind, the indices are
+    below 1, ``os_bits`` is not 64 bytes, the health result did not pass, or
+    the health result and provenance disagree on the batch's shape.
+    """
+    if kind not in (QUANTUM_HARDWARE, QUANTUM_SIMULATOR):
+        raise ValueError(f"{kind!r} is not a quantum source kind")
+    _check_common(chain_index, pulse_index, os_bits)
+    if not health.passed:
+        raise ValueError(f"refusing to record a batch that failed {', '.join(health.failures)}")
+    if (health.shots, health.qubits) != (provenance.shots, len(provenance.qubits)):
+        raise ValueError("health result and provenance describe different batches")
+    return {
+        "version": RECORD_VERSION,
+        "source": kind,
+        "chainIndex": chain_index,
+        "pulseIndex": pulse_index,
+        "backend": provenance.backend,
+        "jobId": provenance.job_id,
+        "batchId": provenance.batch_id,
+        "harvestedAt": _timestamp(provenance.harvested_at),
+        "qubits": list(provenance.qubits),
+        "shots": provenance.shots,
+        "bitOrder": "shot-major",
+        "bitOffsets": {"start": conditioned.start, "end": conditioned.end},
+        "minEntropy": conditioned.min_entropy_per_bit,
+        "health": health.to_dict(),
+        "quantumBits": _hex(conditioned.raw),
+        "quantumValue": _hex(conditioned.value),
+        "osBits": _hex(os_bits),
+    }
+
+
+def fallback_record(
+    *, chain_index: int, pulse_index: int, reason: str, os_bits: bytes
+) -> dict[str, Any]:
+    """The record of a pulse whose entropy came from ``os.urandom`` alone.
+
+    ``reason`` says why (``"configured"``, or the quantum source's failure);
+    it is cut to ``MAX_REASON_CHARS``. Raises ``ValueError`` as
+    ``quantum_record`` does for the indices and ``os_bits``, and when
+    ``reason`` is empty.
+    """
+    _check_common(chain_index, pulse_index, os_bits)
+    if not reason:
+        raise ValueError("an os-fallback record needs a reason")
+    return {
+        "version": RECORD_VERSION,
+        "source": OS_FALLBACK,
+        "chainIndex": chain_index,
+        "pulseIndex": pulse_index,
+        "reason": reason[:MAX_REASON_CHARS],
+        "osBits": _hex(os_bits),
+    }
+
+
+def seal(record: dict[str, Any]) -> EntropyDraw:
+    """The draw for a record: its canonical JSON bytes and its source kind.
+
+    Raises ``ValueError`` when the record names no known source kind.
+    """
+    kind = record.get("source")
+    if not isinstance(kind, str):
+        raise ValueError("record has no source kind")
+    return EntropyDraw(record=canonical_json(record), kind=kind)
