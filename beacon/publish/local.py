@@ -1,0 +1,216 @@
+"""A ``Publisher`` on a local directory: every key is the file ``root/key``.
+
+The tree is served as it is by any static host (``python -m http.server``,
+nginx, a ``file://`` URL), so files are world-readable (0644, directories 0755)
+whatever the umask: everything here is public.
+
+Create-only writes are enforced by the filesystem, never by checking first: the
+data goes to a temporary file in the target directory, is fsynced, and is then
+``os.link``-ed to its name, which fails if the name exists. Two writers racing
+for one key cannot both win, and a reader never sees a partial file. Mutable
+writes go through a temporary file and ``os.replace``.
+
+Temporary files are dot-files (``.tmp-*``); keys may not have a segment that
+starts with a dot, so a temporary file is never taken for a key.
+
+Deliberately not here: retries (the outbox retries) and locking.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from beacon.errors import AlreadyPublishedError, PublishError
+
+__all__ = ["LocalDirPublisher", "validate_key"]
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+_TMP_PREFIX = ".tmp-"
+_MAX_KEY_BYTES = 1024  # S3's limit, so a key valid here is valid in every store
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe site-relative key; raise ``PublishError`` if not.
+
+    A key is a non-empty ``/``-separated path of at most 1024 UTF-8 bytes: not
+    absolute, no empty segment (no ``//``, no trailing ``/``), no segment that
+    starts with ``.`` (so no ``.`` or ``..``), no backslash and no control
+    character. The same rule holds for every store, so a site can move between them.
+    """
+    if not isinstance(key, str) or not key:
+        raise PublishError(f"invalid key {key!r}: must be a non-empty string")
+    if len(key.encode("utf-8", "surrogatepass")) > _MAX_KEY_BYTES:
+        raise PublishError(f"invalid key {key[:60]!r}...: longer than {_MAX_KEY_BYTES} bytes")
+    if key.startswith("/"):
+        raise PublishError(f"invalid key {key!r}: must be relative")
+    if "\\" in key or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise PublishError(f"invalid key {key!r}: backslash or control character")
+    for segment in key.split("/"):
+        if not segment:
+            raise PublishError(f"invalid key {key!r}: empty segment")
+        if segment.startswith("."):
+            raise PublishError(f"invalid key {key!r}: segment {segment!r} starts with '.'")
+    return key
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _describe(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+class LocalDirPublisher:
+    """Publishes under ``root``; the key ``a/b/c`` is the file ``root/a/b/c``.
+
+    Every method raises ``PublishError`` for an invalid key or a filesystem
+    failure, never ``OSError``. ``root`` is created on the first write.
+    """
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalDirPublisher({str(self.root)!r})"
+
+    def path_for(self, key: str) -> Path:
+        """The file that holds ``key``. Raises ``PublishError`` for an invalid key."""
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    # --- writes -----------------------------------------------------------------
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents as 0755, fsyncing each new entry."""
+        if directory.is_dir():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        current = self.root
+        for part in directory.relative_to(self.root).parts:
+            current = current / part
+            try:
+                current.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                continue
+            os.chmod(current, DIR_MODE)  # mkdir's mode is filtered by the umask
+            _fsync_dir(current.parent)
+
+    def _write_temp(self, directory: Path, name: str, data: bytes) -> Path:
+        """Write ``data`` to a new fsynced 0644 temporary file in ``directory``."""
+        temp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}-{name}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return temp
+
+    def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Create ``key`` with ``data``, refused by the filesystem if it exists.
+
+        ``content_type`` is not stored (a static host derives it from the name).
+        Returns normally when the file already holds exactly ``data``. Raises
+        ``AlreadyPublishedError`` when it holds other bytes, ``PublishError`` on
+        an invalid key or a filesystem failure.
+        """
+        path = self.path_for(key)
+        try:
+            self._make_dirs(path.parent)
+            temp = self._write_temp(path.parent, path.name, data)
+            existing: bytes | None
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                existing = path.read_bytes()
+            else:
+                existing = None
+            finally:
+                temp.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise PublishError(f"cannot create {path}: {_describe(exc)}") from exc
+        if existing is not None and existing != data:
+            raise AlreadyPublishedError(
+                f"{key} is already published with different bytes "
+                f"({len(existing)} stored, {len(data)} offered)"
+            )
+
+    def put_mutable(self, key: str, data: bytes, *, content_type: str, max_age: int) -> None:
+        """Create or atomically replace ``key``; readers see the old or the new bytes.
+
+        ``content_type`` and ``max_age`` are not stored. Raises ``PublishError``.
+        """
+        path = self.path_for(key)
+        try:
+            self._make_dirs(path.parent)
+            temp = self._write_temp(path.parent, path.name, data)
+            try:
+                os.replace(temp, path)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise PublishError(f"cannot write {path}: {_describe(exc)}") from exc
+
+    # --- reads ------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes under ``key``, or None when there is no such file.
+
+        Raises ``PublishError`` for an invalid key or an unreadable file.
+        """
+        path = self.path_for(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as exc:
+            raise PublishError(f"cannot read {path}: {_describe(exc)}") from exc
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Yield the keys that start with ``prefix`` in lexicographic order.
+
+        Temporary files are never listed. Raises ``PublishError`` when ``prefix``
+        climbs out of the root or the tree cannot be read.
+        """
+        directory = prefix.rpartition("/")[0]
+        start = self.path_for(directory) if directory else self.root
+        keys: list[str] = []
+        try:
+            for dirpath, dirnames, filenames in os.walk(start, onerror=_raise):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                base = Path(dirpath).relative_to(self.root).as_posix()
+                for name in filenames:
+                    if name.startswith("."):
+                        continue
+                    key = name if base == "." else f"{base}/{name}"
+                    if key.startswith(prefix):
+                        keys.append(key)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise PublishError(f"cannot list {start}: {_describe(exc)}") from exc
+        yield from sorted(keys)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
