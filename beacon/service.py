@@ -87,6 +87,7 @@ class Beacon:
         self._stop = threading.Event()
         self._done = threading.Event()  # set when no more ticks will happen
         self._fatal: BaseException | None = None
+        self._prepare_delay = 0.0  # seconds; set by run(), 0 when ticks are driven directly
         self._publisher_thread: threading.Thread | None = None
         self._drain_deadline = float("inf")
 
@@ -119,8 +120,15 @@ class Beacon:
         if previous is not None and not previous[1].done():
             self._prepared = None
             return
-        future = self._entropy.submit(self.source.draw, slot.chain_index, slot.pulse_index)
+        future = self._entropy.submit(self._draw_after, slot, self._prepare_delay)
         self._prepared = (slot, future)
+
+    def _draw_after(self, slot: PulseSlot, delay: float) -> EntropyDraw:
+        # Let the publisher write the pulse just signed before the job's
+        # Python-side work competes with it for the interpreter.
+        if delay > 0:
+            time.sleep(delay)
+        return self.source.draw(slot.chain_index, slot.pulse_index)
 
     def _take_prepared(self, slot: PulseSlot) -> EntropyDraw:
         """The prepared draw for ``slot``, or a disclosed fallback. Never blocks."""
@@ -307,8 +315,17 @@ class Beacon:
     # --- lifecycle -----------------------------------------------------------
 
     def start_background(self) -> None:
-        """Prime entropy and start the publisher thread."""
+        """Prime entropy and start the publisher thread.
+
+        Waits (at most one period) for the first background job, so the first
+        scheduled pulses do not fall back only because the beacon just started.
+        """
         self.prime()
+        if self._prepared is not None:
+            try:
+                self._prepared[1].exception(timeout=self.settings.period_ms / 1000)
+            except TimeoutError:
+                pass
         self._publisher_thread = threading.Thread(
             target=self._publish_loop, name="publisher", daemon=True
         )
@@ -323,6 +340,7 @@ class Beacon:
         from apscheduler.schedulers.background import BackgroundScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
+        self._prepare_delay = min(2.0, self.settings.period_ms / 1000 / 5)
         self.start_background()
         scheduler = BackgroundScheduler(timezone=UTC)
         try:

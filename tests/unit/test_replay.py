@@ -92,3 +92,49 @@ def test_chain_json_report(site: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_not_a_site_is_a_fetch_error(tmp_path: Path) -> None:
     assert main(["chain", str(tmp_path)]) == 3
     assert main(["chain", str(tmp_path / "nope")]) == 3
+
+
+def test_quantum_record_bits_are_rechecked(tmp_path: Path, signer: Signer) -> None:
+    """A quantum record whose quantumValue does not hash its quantumBits is caught,
+    even when the operator re-signs a pulse around it (so SHA-512(record) matches)."""
+    import hashlib
+
+    from beacon_verifier.errors import ChainError
+    from beacon_verifier.format import parse_pulse
+    from beacon_verifier.replay import check_entropy_record
+
+    from beacon.entropy import canonical_json
+
+    bits = bytes(range(160))
+    record = {
+        "version": 1,
+        "source": "quantum-simulator",
+        "chainIndex": 1,
+        "pulseIndex": 1,
+        "bitOffsets": {"start": 0, "end": 1280},
+        "quantumBits": bits.hex().upper(),
+        "quantumValue": hashlib.sha512(bits).hexdigest().upper(),
+    }
+    from beacon.pulse.builder import build_pulse
+
+    def pulse_for(rec: dict[str, object]) -> object:
+        return parse_pulse(
+            build_pulse(
+                None,
+                time_ms=T0,
+                period_ms=60_000,
+                local_random_value=hashlib.sha512(canonical_json(rec)).digest(),
+                next_local_random_value=bytes(64),
+                signer=signer,
+                base_url="https://b.example",
+            ).data
+        )
+
+    good = pulse_for(record)
+    assert check_entropy_record(good, canonical_json(record)).kind == "quantum-simulator"  # type: ignore[arg-type]
+    bad = {**record, "quantumValue": "00" * 64}
+    with pytest.raises(ChainError, match="quantumValue"):
+        check_entropy_record(pulse_for(bad), canonical_json(bad))  # type: ignore[arg-type]
+    short = {**record, "bitOffsets": {"start": 0, "end": 2000}}
+    with pytest.raises(ChainError, match="bit range"):
+        check_entropy_record(pulse_for(short), canonical_json(short))  # type: ignore[arg-type]

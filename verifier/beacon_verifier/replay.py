@@ -72,7 +72,45 @@ def check_entropy_record(pulse: Pulse, record: bytes) -> EntropyCheck:
     kind = doc.get("source") if isinstance(doc, dict) else None
     if not isinstance(kind, str):
         raise PulseFormatError("entropy record.source", "missing or not a string")
+    if doc.get("chainIndex") != pulse.chain_index or doc.get("pulseIndex") != pulse.pulse_index:
+        raise ChainError(
+            "entropy record",
+            pulse_index=pulse.pulse_index,
+            detail="the record is for another pulse",
+            expected=f"{pulse.chain_index}/{pulse.pulse_index}",
+            actual=f"{doc.get('chainIndex')}/{doc.get('pulseIndex')}",
+        )
+    if kind in ("quantum-simulator", "quantum-hardware"):
+        _check_quantum_bits(pulse, doc)
     return EntropyCheck(kind=kind)
+
+
+def _check_quantum_bits(pulse: Pulse, doc: dict[str, object]) -> None:
+    """The conditioned value is SHA-512 of the raw bits the record says it consumed."""
+    try:
+        raw = bytes.fromhex(str(doc["quantumBits"]))
+        value = bytes.fromhex(str(doc["quantumValue"]))
+        offsets = doc["bitOffsets"]
+        assert isinstance(offsets, dict)
+        count = int(offsets["end"]) - int(offsets["start"])
+    except (KeyError, ValueError, TypeError, AssertionError):
+        raise PulseFormatError(
+            "entropy record", "quantumBits, quantumValue or bitOffsets malformed"
+        ) from None
+    if len(raw) != (count + 7) // 8 or count <= 0:
+        raise ChainError(
+            "entropy record",
+            pulse_index=pulse.pulse_index,
+            detail="quantumBits does not hold the bit range in bitOffsets",
+            expected=f"{(count + 7) // 8} bytes",
+            actual=f"{len(raw)} bytes",
+        )
+    if hashlib.sha512(raw).digest() != value:
+        raise ChainError(
+            "entropy record",
+            pulse_index=pulse.pulse_index,
+            detail="quantumValue is not SHA-512 of quantumBits",
+        )
 
 
 def replay_chain(
