@@ -33,3 +33,11 @@ class PublishError(BeaconError):
 
 class AlreadyPublishedError(PublishError):
     """A create-only write found different bytes already stored under the key."""
+
+
+class TransientPublishError(PublishError):
+    """The store failed in a way that may pass: retrying later may succeed.
+
+    Connection refused or reset, timeouts, throttling, HTTP 5xx, or a conflicting
+    concurrent request (409).
+    """

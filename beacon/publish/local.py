@@ -107,7 +107,7 @@ class LocalDirPublisher:
 
     def _write_temp(self, directory: Path, name: str, data: bytes) -> Path:
         """Write ``data`` to a new fsynced 0644 temporary file in ``directory``."""
-        temp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}-{name}"
+        temp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}-{name[:64]}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from beacon.errors import AlreadyPublishedError, PublishError
-from beacon.publish import JSON
+from beacon.publish import JSON, Publisher
 from beacon.publish.local import LocalDirPublisher, validate_key
 
 
@@ -19,7 +19,7 @@ def mode(path: Path) -> int:
 
 
 def test_create_then_identical_retry_then_refusal(tmp_path: Path) -> None:
-    pub = LocalDirPublisher(tmp_path / "site")
+    pub: Publisher = LocalDirPublisher(tmp_path / "site")  # mypy checks the port
     key = "beacon/2.0/chain/1/pulse/1"
     pub.put_immutable(key, b"pulse one", content_type=JSON)
     assert (tmp_path / "site/beacon/2.0/chain/1/pulse/1").read_bytes() == b"pulse one"

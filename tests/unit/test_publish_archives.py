@@ -1,0 +1,211 @@
+"""Daily archives: deterministic gzip JSON Lines that keep every pulse's exact bytes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from datetime import date
+from pathlib import Path
+
+import pytest
+from beacon_verifier.errors import FetchError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beacon.publish.archives import (
+    ARCHIVE_CONTENT_TYPE,
+    ArchiveItem,
+    archive_key,
+    build_day_archive,
+    day_is_complete,
+    day_of,
+    day_start_ms,
+    encode_day_lines,
+)
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "nist"
+DAY = date(2018, 8, 30)
+T0 = day_start_ms(DAY)
+
+
+def read_day_archive(
+    data: bytes, *, max_bytes: int = 64 * 1024 * 1024
+) -> list[tuple[bytes, bytes | None]]:
+    """The reader proposed for the verifier: (pulse bytes, entropy bytes or None) per line.
+
+    Raises FetchError when the archive is not one gzip member of at most
+    ``max_bytes`` uncompressed, or a line is not {"pulse": str, "entropy": str|null}.
+    """
+    try:
+        inflater = zlib.decompressobj(wbits=31)
+        text = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise FetchError(f"archive is not gzip: {exc}") from exc
+    if len(text) > max_bytes or inflater.unconsumed_tail:
+        raise FetchError(f"archive is larger than {max_bytes} bytes uncompressed")
+    if not inflater.eof or inflater.unused_data:
+        raise FetchError("archive is truncated or has trailing data")
+    if text and not text.endswith(b"\n"):
+        raise FetchError("archive does not end with a newline")
+    out: list[tuple[bytes, bytes | None]] = []
+    for number, line in enumerate(text.split(b"\n")[:-1], start=1):
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise FetchError(f"archive line {number}: not JSON") from exc
+        if (
+            not isinstance(obj, dict)
+            or set(obj) != {"pulse", "entropy"}
+            or not isinstance(obj["pulse"], str)
+            or not (obj["entropy"] is None or isinstance(obj["entropy"], str))
+        ):
+            raise FetchError(
+                f'archive line {number}: expected {{"pulse": str, "entropy": str|null}}'
+            )
+        try:
+            pulse = obj["pulse"].encode("utf-8")
+            entropy = None if obj["entropy"] is None else obj["entropy"].encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise FetchError(f"archive line {number}: lone surrogate in a string") from exc
+        out.append((pulse, entropy))
+    return out
+
+
+def item(minute: int, pulse: int, *, chain: int = 1, entropy: bytes | None = b"{}") -> ArchiveItem:
+    return ArchiveItem(
+        time_ms=T0 + minute * 60_000,
+        chain=chain,
+        pulse=pulse,
+        pulse_bytes=b'{"pulse":{"pulseIndex":%d}}' % pulse,
+        entropy_bytes=entropy,
+    )
+
+
+def test_keys_days_and_completeness() -> None:
+    assert archive_key(DAY) == "beacon/2.0/archive/day/2018-08-30.jsonl.gz"
+    assert ARCHIVE_CONTENT_TYPE == "application/gzip"
+    assert T0 == 1535587200000
+    assert day_of(T0) == DAY
+    assert day_of(T0 - 1) == date(2018, 8, 29)
+    assert day_of(T0 + 86_399_999) == DAY
+    assert not day_is_complete(DAY, T0 + 86_399_999)
+    assert day_is_complete(DAY, T0 + 86_400_000)
+
+
+def test_real_nist_pulses_keep_their_exact_bytes() -> None:
+    raws = [(VECTORS / f"nist_c1_p{p}.json").read_bytes() for p in (54609, 54610)]
+    items = [
+        ArchiveItem(
+            time_ms=T0 + (17 * 60 + 43 + i) * 60_000,
+            chain=1,
+            pulse=54609 + i,
+            pulse_bytes=raw,
+            entropy_bytes=None if i else '{"note":"ünïcode ✓"}'.encode(),
+        )
+        for i, raw in enumerate(raws)
+    ]
+    archive = build_day_archive(DAY, reversed(items))
+    lines = gzip.decompress(archive).split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 3
+    assert all(line.isascii() for line in lines)
+    assert read_day_archive(archive) == [
+        (raws[0], '{"note":"ünïcode ✓"}'.encode()),
+        (raws[1], None),
+    ]
+
+
+def test_deterministic_and_fixed_header() -> None:
+    items = [item(m, m + 1) for m in range(0, 1440, 7)]
+    first = build_day_archive(DAY, items)
+    assert build_day_archive(DAY, list(reversed(items))) == first
+    assert (
+        first[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    )  # no mtime, no name, OS unknown
+    assert gzip.decompress(first) == encode_day_lines(items)
+    assert encode_day_lines(items[:1]) == (
+        b'{"pulse":"{\\"pulse\\":{\\"pulseIndex\\":1}}","entropy":"{}"}\n'
+    )
+
+
+def test_order_is_time_then_chain_then_pulse() -> None:
+    items = [item(5, 1, chain=2), item(3, 40), item(5, 9, chain=1, entropy=None)]
+    got = [p for p, _ in read_day_archive(build_day_archive(DAY, items))]
+    assert got == [items[1].pulse_bytes, items[2].pulse_bytes, items[0].pulse_bytes]
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([], "empty day"),
+        ([item(-1, 1)], "not on 2018-08-30"),
+        ([item(1440, 1)], "not on 2018-08-30"),
+        ([item(1, 1), item(2, 1)], "appears twice"),
+    ],
+)
+def test_bad_days_are_refused(items: list[ArchiveItem], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_day_archive(DAY, items)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pulse_bytes": b""}, "non-empty"),
+        ({"pulse_bytes": b"\xff"}, "not UTF-8"),
+        ({"entropy_bytes": b"\xc3"}, "not UTF-8"),
+        ({"chain": 0}, "chain"),
+        ({"pulse": True}, "pulse"),
+        ({"time_ms": -1}, "time_ms"),
+    ],
+)
+def test_item_validation(kwargs: dict[str, object], message: str) -> None:
+    fields: dict[str, object] = {"time_ms": T0, "chain": 1, "pulse": 1, "pulse_bytes": b"{}"}
+    fields.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        ArchiveItem(**fields)  # type: ignore[arg-type]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    texts=st.lists(
+        st.tuples(
+            st.text(min_size=1, alphabet=st.characters(exclude_categories=["Cs"])),
+            st.none() | st.text(min_size=1, alphabet=st.characters(exclude_categories=["Cs"])),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_utf8_round_trips_exactly(texts: list[tuple[str, str | None]]) -> None:
+    items = [
+        ArchiveItem(
+            time_ms=T0 + i,
+            chain=1,
+            pulse=i + 1,
+            pulse_bytes=p.encode(),
+            entropy_bytes=None if e is None else e.encode(),
+        )
+        for i, (p, e) in enumerate(texts)
+    ]
+    expected = [(p.encode(), None if e is None else e.encode()) for p, e in texts]
+    assert read_day_archive(build_day_archive(DAY, items)) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not gzip",
+        gzip.compress(b'{"pulse":"x","entropy":null}\n')[:-3],
+        gzip.compress(b'{"pulse":"x","entropy":null}\n') + b"junk",
+        gzip.compress(b'{"pulse":"x","entropy":null}'),
+        gzip.compress(b'{"pulse":"x"}\n'),
+        gzip.compress(b'{"pulse":1,"entropy":null}\n'),
+        gzip.compress(b'{"pulse":"\\ud800","entropy":null}\n'),
+        gzip.compress(b"[\n"),
+        gzip.compress(b"\n" * (2 * 1024 * 1024)),
+    ],
+)
+def test_reader_rejects_malformed_archives(data: bytes) -> None:
+    with pytest.raises(FetchError):
+        read_day_archive(data, max_bytes=1024 * 1024)
