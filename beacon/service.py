@@ -39,6 +39,8 @@ from beacon.state import InstanceLock, State
 log = logging.getLogger("beacon")
 
 STATUS_KEY = "status.json"
+#: A tick this close before a boundary is for that boundary (timer jitter).
+EARLY_FIRE_TOLERANCE_MS = 50
 
 FallbackFactory = Callable[[str], EntropySource]
 
@@ -181,6 +183,11 @@ class Beacon:
         now = self.clock.now_ms()
         period = self.settings.period_ms
         boundary = boundary_at_or_before(now, period)
+        if boundary + period - now <= EARLY_FIRE_TOLERANCE_MS:
+            # The scheduler woke a hair before the boundary: wait for it rather
+            # than compute the previous boundary and skip this pulse.
+            time.sleep((boundary + period - now) / 1000)
+            boundary += period
         head = self.state.head()
         if head is not None and boundary <= head.time_ms:
             log.warning(

@@ -1,17 +1,19 @@
 """What gets written for one committed pulse, and in which order.
 
 For each pulse: immutable objects first (entropy record, pulse, its time
-alias), then the mutable pointers (`last`), so a reader never follows a
-pointer to something missing. ``publish_item`` is idempotent: after a crash it
+alias), then the time indexes, then the mutable pointers (`last`), so a
+reader never follows a pointer to something missing. ``publish_item`` is idempotent: after a crash it
 is simply run again from the outbox.
 """
 
 from __future__ import annotations
 
 from beacon_verifier import layout
+from beacon_verifier.timeindex import TimeEntry
 
 from beacon.faults import failpoint
 from beacon.publish import JSON, PEM, Publisher
+from beacon.publish.indexes import update_indexes
 from beacon.state import OutboxItem
 
 
@@ -31,5 +33,6 @@ def publish_item(publisher: Publisher, item: OutboxItem, *, last_max_age: int) -
     publisher.put_immutable(layout.pulse_key(c, p), item.pulse, content_type=JSON)
     failpoint("mid-publish")
     publisher.put_immutable(layout.time_key(item.time_ms), item.pulse, content_type=JSON)
+    update_indexes(publisher, TimeEntry(time_ms=item.time_ms, chain=c, pulse=p))
     for key in (layout.chain_last_key(c), layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY):
         publisher.put_mutable(key, item.pulse, content_type=JSON, max_age=last_max_age)

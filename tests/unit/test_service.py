@@ -211,3 +211,39 @@ def test_second_instance_is_refused(tmp_path: Path, signer: Signer) -> None:
         make(tmp_path, signer, FakeClock(T0))
     drain(first)
     make(tmp_path, signer, FakeClock(T0)).shutdown()  # free again once released
+
+
+def test_a_tick_fired_just_before_the_boundary_is_for_that_boundary(
+    tmp_path: Path, signer: Signer
+) -> None:
+    clock = FakeClock(T0)
+    beacon = make(tmp_path, signer, clock)
+    beacon.prime()
+    assert beacon.tick()
+    wait_prepared(beacon)
+    clock.now = T0 + 60_000 - 3  # 3 ms early
+    assert beacon.tick()
+    drain(beacon)
+    assert [p["timeStamp"] for p in pulses(tmp_path)] == [
+        "2027-01-15T08:00:00.000Z",
+        "2027-01-15T08:01:00.000Z",
+    ]
+
+
+def test_time_index_resolves_published_pulses(tmp_path: Path, signer: Signer) -> None:
+    from beacon_verifier.fetch import LocalSource
+    from beacon_verifier.timeindex import resolve
+
+    clock = FakeClock(T0)
+    beacon = make(tmp_path, signer, clock)
+    beacon.prime()
+    for minutes in (0, 1, 2, 125):  # a gap of two hours after the third pulse
+        clock.now = T0 + minutes * 60_000
+        wait_prepared(beacon)
+        assert beacon.tick()
+    drain(beacon)
+    source = LocalSource(tmp_path / "site")
+    assert resolve("at_or_after", T0 + 61_000, source.get) == (1, 3)
+    assert resolve("at_or_after", T0 + 3 * 60_000, source.get) == (1, 4)
+    assert resolve("previous", T0 + 100 * 60_000, source.get) == (1, 3)
+    assert resolve("next", T0 + 125 * 60_000, source.get) is None
