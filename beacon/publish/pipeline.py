@@ -2,8 +2,8 @@
 
 For each pulse: immutable objects first (entropy record, pulse, its time
 alias), then the time indexes, then the mutable pointers (`last`), so a
-reader never follows a pointer to something missing. ``publish_item`` is idempotent: after a crash it
-is simply run again from the outbox.
+reader never follows a pointer to something missing. ``publish_item`` is
+idempotent: after a crash it is simply run again from the outbox.
 """
 
 from __future__ import annotations
