@@ -24,6 +24,7 @@ from beacon.entropy import EntropyDraw
 from beacon.errors import StateError
 from beacon.faults import failpoint
 from beacon.pulse.builder import Anchor, ChainHead
+from beacon.sqlite import immediate, open_private
 
 SCHEMA_VERSION = 1
 
@@ -101,14 +102,7 @@ class State:
                 )
             else:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                if not path.exists():
-                    # Create the file 0600 before SQLite opens it.
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                self._db = sqlite3.connect(
-                    path, isolation_level=None, timeout=10, check_same_thread=False
-                )
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
+                self._db = open_private(path, StateError, what="state")
                 self._db.executescript(_SCHEMA)
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
@@ -124,16 +118,8 @@ class State:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StateError(f"state {self.path}: {exc}") from None
+        with immediate(self._db, StateError, what=f"state {self.path}"):
+            yield self._db
 
     # --- reads ---------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +51,7 @@ from beacon.entropy.extract import (
 from beacon.entropy.health import HealthResult, health_from_dict
 from beacon.entropy.record import Provenance
 from beacon.errors import EntropyError
+from beacon.sqlite import immediate, open_private
 
 #: Batch states.
 LIVE, EXHAUSTED, EXPIRED, REJECTED = "live", "exhausted", "expired", "rejected"
@@ -190,24 +190,10 @@ class EntropyPool:
         self.policy = policy if policy is not None else PoolPolicy()
         self._clock = clock
         self._lock = threading.Lock()
+        self._db = open_private(self.path, EntropyError, what="entropy pool")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                mode = os.fstat(fd).st_mode
-            finally:
-                os.close(fd)
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise EntropyError(
-                    f"entropy pool {self.path} is accessible to group or others "
-                    f"(mode {stat.filemode(mode)}); chmod 600 it"
-                )
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA secure_delete=ON")
-            self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
             raise EntropyError(f"cannot open entropy pool {self.path}: {exc}") from exc
 
     def close(self) -> None:
@@ -224,17 +210,8 @@ class EntropyPool:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction under the lock; errors become ``EntropyError``."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise EntropyError(f"entropy pool {self.path}: {exc}") from exc
+        with self._lock, immediate(self._db, EntropyError, what=f"entropy pool {self.path}"):
+            yield self._db
 
     # --- jobs and budget ----------------------------------------------------------------
 

@@ -247,3 +247,14 @@ def test_time_index_resolves_published_pulses(tmp_path: Path, signer: Signer) ->
     assert resolve("at_or_after", T0 + 3 * 60_000, source.get) == (1, 4)
     assert resolve("previous", T0 + 100 * 60_000, source.get) == (1, 3)
     assert resolve("next", T0 + 125 * 60_000, source.get) is None
+
+
+def test_state_file_is_private(tmp_path: Path) -> None:
+    from beacon.state import State
+
+    path = tmp_path / "state.sqlite"
+    State(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o640)
+    with pytest.raises(StateError, match="chmod 600"):
+        State(path)
