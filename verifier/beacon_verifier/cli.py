@@ -17,7 +17,7 @@ from beacon_verifier.checks import PulseReport, TrustedCertificate, verify_pulse
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
 from beacon_verifier.format import Pulse, parse_pulse
-from beacon_verifier.replay import failure_as_dict, replay_chain, report_as_json
+from beacon_verifier.replay import Progress, failure_as_dict, replay_chain, report_as_json
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE, EXIT_FETCH = 0, 1, 2, 3
 
@@ -118,7 +118,8 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
     return EXIT_VALID if report.ok else EXIT_INVALID
 
 
-def _progress(enabled: bool) -> object:
+def _progress(enabled: bool) -> Progress | None:
+    """A progress line on a terminal; nothing when piped."""
     if not enabled:
         return None
 
@@ -140,7 +141,7 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         chain=args.chain,
         first=args.first,
         last=args.last,
-        progress=show,  # type: ignore[arg-type]
+        progress=show,
     )
     if args.json:
         print(report_as_json(report))
