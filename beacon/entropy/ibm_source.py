@@ -32,6 +32,7 @@ from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, EntropyDraw
 from beacon.entropy.health import HealthConfig, run_health_tests
 from beacon.entropy.pool import FAILED, LOST, EntropyPool, HarvestDecision, PendingJob
 from beacon.entropy.qiskit_source import (
+    check_job_size,
     job_bits,
     job_id_of,
     submit_sampler_job,
@@ -147,10 +148,7 @@ class IbmQuantumSource:
         urandom: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if shots < 2:
-            raise ValueError(f"shots must be >= 2, got {shots}")
-        if qubits is not None and qubits < 1:
-            raise ValueError(f"qubits must be >= 1, got {qubits}")
+        check_job_size(shots, qubits)
         self.pool = pool
         self.shots = shots
         self.health_config = health if health is not None else HealthConfig()

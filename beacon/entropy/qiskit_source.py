@@ -74,6 +74,14 @@ class RejectedBatch:
 # --- qiskit helpers (shared with ibm_source); each imports qiskit lazily ------------------
 
 
+def check_job_size(shots: int, qubits: int | None) -> None:
+    """Raise ``ValueError`` unless a job has at least two shots and one qubit."""
+    if shots < 2:
+        raise ValueError(f"shots must be >= 2, got {shots}")
+    if qubits is not None and qubits < 1:
+        raise ValueError(f"qubits must be >= 1, got {qubits}")
+
+
 def load_fake_backend(name: str) -> Any:
     """A fake IBM backend by name (``"fake_sherbrooke"``).
 
@@ -243,10 +251,7 @@ class LocalQuantumSource:
         urandom: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if shots < 2:
-            raise ValueError(f"shots must be >= 2, got {shots}")
-        if qubits is not None and qubits < 1:
-            raise ValueError(f"qubits must be >= 1, got {qubits}")
+        check_job_size(shots, qubits)
         self.shots = shots
         self.health_config = health if health is not None else HealthConfig()
         self.rejected: deque[RejectedBatch] = deque(maxlen=keep_rejected)
