@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from beacon.errors import EntropyError
 
 #: Source kinds a record may name. The verifier reports pulses by these.
 QUANTUM_HARDWARE = "quantum-hardware"
@@ -27,6 +30,17 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def random_bytes(urandom: Callable[[int], bytes], n: int) -> bytes:
+    """``n`` bytes from the OS CSPRNG (``urandom`` is injectable for tests).
+
+    Raises ``EntropyError`` when the OS cannot supply them.
+    """
+    try:
+        return urandom(n)
+    except OSError as exc:
+        raise EntropyError(f"os.urandom failed: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

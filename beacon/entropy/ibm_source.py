@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, EntropyDraw
+from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, EntropyDraw, random_bytes
 from beacon.entropy.health import HealthConfig, run_health_tests
 from beacon.entropy.pool import FAILED, LOST, EntropyPool, HarvestDecision, PendingJob
 from beacon.entropy.qiskit_source import (
@@ -195,10 +195,7 @@ class IbmQuantumSource:
         """
         seed = None
         if self.is_local:
-            try:
-                seed = int.from_bytes(self._urandom(8), "big") >> 1
-            except OSError as exc:
-                raise EntropyError(f"os.urandom failed: {exc}") from exc
+            seed = int.from_bytes(random_bytes(self._urandom, 8), "big") >> 1
         job = submit_sampler_job(self._backend, self._isa, self.shots, seed=seed)
         job_id = job_id_of(job)
         self._jobs[job_id] = job
@@ -325,10 +322,7 @@ class IbmQuantumSource:
         """
         self.maintain()
         pooled = self.pool.take()
-        try:
-            os_bits = self._urandom(OS_BITS_BYTES)
-        except OSError as exc:
-            raise EntropyError(f"os.urandom failed: {exc}") from exc
+        os_bits = random_bytes(self._urandom, OS_BITS_BYTES)
         return seal(
             quantum_record(
                 kind=pooled.kind,

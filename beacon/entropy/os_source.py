@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from beacon.entropy import EntropyDraw
+from beacon.entropy import EntropyDraw, random_bytes
 from beacon.entropy.record import OS_BITS_BYTES, fallback_record, seal
-from beacon.errors import EntropyError
 
 
 class OsSource:
@@ -38,10 +37,7 @@ class OsSource:
 
         Raises ``EntropyError`` when the OS cannot supply random bytes.
         """
-        try:
-            os_bits = self._urandom(OS_BITS_BYTES)
-        except OSError as exc:
-            raise EntropyError(f"os.urandom failed: {exc}") from exc
+        os_bits = random_bytes(self._urandom, OS_BITS_BYTES)
         return seal(
             fallback_record(
                 chain_index=chain_index,

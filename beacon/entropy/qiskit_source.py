@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from beacon.entropy import QUANTUM_SIMULATOR, EntropyDraw
+from beacon.entropy import QUANTUM_SIMULATOR, EntropyDraw, random_bytes
 from beacon.entropy.extract import condition
 from beacon.entropy.health import HealthConfig, HealthResult, run_health_tests
 from beacon.entropy.record import OS_BITS_BYTES, Provenance, quantum_record, seal
@@ -267,10 +267,7 @@ class LocalQuantumSource:
 
         Raises ``EntropyError`` when the job cannot be run or returns malformed data.
         """
-        try:
-            seed = int.from_bytes(self._urandom(8), "big") >> 1
-        except OSError as exc:
-            raise EntropyError(f"os.urandom failed: {exc}") from exc
+        seed = int.from_bytes(random_bytes(self._urandom, 8), "big") >> 1
         job = submit_sampler_job(self._backend, self._isa, self.shots, seed=seed)
         job_id = job_id_of(job)
         bits = job_bits(job, self.shots, self.num_qubits)
@@ -302,10 +299,7 @@ class LocalQuantumSource:
                 + ", ".join(health.failures)
             )
         conditioned = condition(harvest.bits, 0, health.min_entropy)
-        try:
-            os_bits = self._urandom(OS_BITS_BYTES)
-        except OSError as exc:
-            raise EntropyError(f"os.urandom failed: {exc}") from exc
+        os_bits = random_bytes(self._urandom, OS_BITS_BYTES)
         return seal(
             quantum_record(
                 kind=QUANTUM_SIMULATOR,

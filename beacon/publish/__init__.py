@@ -12,7 +12,6 @@ from typing import Protocol
 
 JSON = "application/json"
 PEM = "application/x-pem-file"
-HTML = "text/html; charset=utf-8"
 
 #: Cache lifetime of immutable objects (one year, never revalidated).
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
