@@ -32,7 +32,7 @@ from beacon.errors import AlreadyPublishedError, BeaconError, EntropyError, Publ
 from beacon.faults import failpoint
 from beacon.publish import JSON, Publisher
 from beacon.publish.pipeline import publish_certificate, publish_item
-from beacon.pulse.builder import BuildError, build_pulse
+from beacon.pulse.builder import BuildError, ChainHead, build_pulse
 from beacon.pulse.keys import Signer
 from beacon.state import InstanceLock, State
 
@@ -153,7 +153,9 @@ class Beacon:
     # --- the tick ------------------------------------------------------------
 
     def next_slot(self) -> PulseSlot:
-        head = self.state.head()
+        return self._slot_after(self.state.head())
+
+    def _slot_after(self, head: ChainHead | None) -> PulseSlot:
         if head is None:
             return PulseSlot(self.settings.chain, 1)
         if head.ended:
@@ -196,7 +198,7 @@ class Beacon:
                 format_timestamp(head.time_ms),
             )
             return False
-        slot = self.next_slot()
+        slot = self._slot_after(head)
         if self._current is None:
             self.prime()
         current = self._current
