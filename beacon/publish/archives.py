@@ -34,9 +34,9 @@ import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
-from beacon_verifier import layout
+from beacon_verifier.layout import archive_key, day_of, day_start_ms
 
 __all__ = [
     "ARCHIVE_CONTENT_TYPE",
@@ -49,7 +49,6 @@ __all__ = [
     "encode_day_lines",
 ]
 
-ARCHIVE_ROOT = f"{layout.ROOT}/archive/day"
 ARCHIVE_CONTENT_TYPE = "application/gzip"
 DAY_MS = 86_400_000
 
@@ -90,21 +89,6 @@ def _text(data: bytes, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{what}: not UTF-8 (byte {exc.start})") from exc
-
-
-def day_of(time_ms: int) -> date:
-    """The UTC day that contains ``time_ms``."""
-    return datetime.fromtimestamp(time_ms // 1000, tz=UTC).date()
-
-
-def day_start_ms(day: date) -> int:
-    """Unix ms of 00:00:00.000 UTC on ``day``."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
-
-
-def archive_key(day: date) -> str:
-    """``beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz``."""
-    return f"{ARCHIVE_ROOT}/{day.isoformat()}.jsonl.gz"
 
 
 def day_is_complete(day: date, latest_time_ms: int) -> bool:

@@ -11,9 +11,14 @@ the verifier reads them. Written once, here.
     beacon/2.0/pulse/time/{unix_ms}         the pulse with exactly that timeStamp (immutable)
     beacon/2.0/certificate/{certificateId}  the signing certificate, PEM (immutable)
     beacon/2.0/chain/{c}/entropy/{p}        the entropy record of a pulse (immutable)
+    beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz
+                                            every pulse of a complete UTC day with its
+                                            entropy record, gzip JSON Lines (immutable)
 """
 
 from __future__ import annotations
+
+from datetime import UTC, date, datetime
 
 ROOT = "beacon/2.0"
 
@@ -40,6 +45,24 @@ def certificate_key(certificate_id_hex: str) -> str:
 
 def entropy_record_key(chain: int, pulse: int) -> str:
     return f"{ROOT}/chain/{chain}/entropy/{pulse}"
+
+
+ARCHIVE_ROOT = f"{ROOT}/archive/day"
+
+
+def archive_key(day: date) -> str:
+    """``beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz``."""
+    return f"{ARCHIVE_ROOT}/{day.isoformat()}.jsonl.gz"
+
+
+def day_of(time_ms: int) -> date:
+    """The UTC day that contains ``time_ms``."""
+    return datetime.fromtimestamp(time_ms // 1000, tz=UTC).date()
+
+
+def day_start_ms(day: date) -> int:
+    """Unix ms of 00:00:00.000 UTC on ``day``."""
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
 
 
 def pulse_uri(base_url: str, chain: int, pulse: int) -> str:
