@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from beacon_verifier import __version__, layout
@@ -43,6 +43,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", metavar="PEM", help="the signing certificate (PEM or DER file)")
     p.add_argument("--source", metavar="SOURCE", help="site root to fetch the certificate from")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.set_defaults(run=_cmd_pulse)
 
     c = sub.add_parser("chain", help="replay and verify a chain from a site")
     c.add_argument("source", metavar="SOURCE", help="directory, http(s):// URL or s3://bucket")
@@ -50,6 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--from", dest="first", type=int, default=1, metavar="P")
     c.add_argument("--to", dest="last", type=int, metavar="P")
     c.add_argument("--json", action="store_true", help="print a machine-readable report")
+    c.set_defaults(run=_cmd_chain)
     return parser
 
 
@@ -169,9 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        if args.command == "pulse":
-            return _cmd_pulse(args)
-        return _cmd_chain(args)
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
     except FetchError as exc:
         print(f"beacon-verify: could not fetch: {exc}", file=sys.stderr)
         return EXIT_FETCH
