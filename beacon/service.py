@@ -31,7 +31,7 @@ from beacon.entropy import EntropyDraw, EntropySource
 from beacon.errors import AlreadyPublishedError, BeaconError, EntropyError, PublishError
 from beacon.faults import failpoint
 from beacon.publish import JSON, Publisher
-from beacon.publish.pipeline import publish_certificate, publish_item
+from beacon.publish.pipeline import archive_complete_days, publish_certificate, publish_item
 from beacon.pulse.builder import BuildError, ChainHead, build_pulse
 from beacon.pulse.keys import Signer
 from beacon.state import InstanceLock, State
@@ -274,6 +274,7 @@ class Beacon:
                         )
                         failpoint("before-mark-published")
                         state.mark_published(item.seq, item.time_ms)
+                        archive_complete_days(self.publisher, state, item.time_ms)
                         self._write_status(state, item.time_ms)
                     delay = 0.5
                 except AlreadyPublishedError as exc:

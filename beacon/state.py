@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL,
     UNIQUE (chain_index, pulse_index)
 );
+CREATE TABLE IF NOT EXISTS published (
+    chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+    pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL,
+    PRIMARY KEY (chain_index, pulse_index)
+);
+CREATE INDEX IF NOT EXISTS published_time ON published (time_ms);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -54,7 +60,11 @@ CREATE TABLE IF NOT EXISTS requests (name TEXT PRIMARY KEY, value TEXT NOT NULL)
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """A committed pulse not yet confirmed by the store."""
+    """A committed pulse and its entropy record.
+
+    ``seq`` is its place in the outbox while the store has not confirmed it; 0
+    once it is published (kept until its day is archived).
+    """
 
     seq: int
     chain_index: int
@@ -157,6 +167,24 @@ class State:
         ).fetchall()
         return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
 
+    def published_before(self, time_ms: int) -> list[OutboxItem]:
+        """Published pulses not yet archived with a timeStamp before ``time_ms``, in time order."""
+        rows = self._db.execute(
+            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind "
+            "FROM published WHERE time_ms < ? ORDER BY time_ms, chain_index, pulse_index",
+            (time_ms,),
+        ).fetchall()
+        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+
+    def recent_published(self, limit: int) -> list[OutboxItem]:
+        """The ``limit`` latest published pulses not yet archived, newest first."""
+        rows = self._db.execute(
+            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind "
+            "FROM published ORDER BY time_ms DESC, chain_index DESC, pulse_index DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+
     def outbox_length(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
@@ -214,11 +242,22 @@ class State:
             _bump(db, f"source:{draw.kind}")
 
     def mark_published(self, seq: int, time_ms: int) -> None:
+        """Move a confirmed pulse from the outbox to the pulses kept until their day is archived."""
         with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO published SELECT chain_index, pulse_index, time_ms, "
+                "pulse, record, kind FROM outbox WHERE seq=?",
+                (seq,),
+            )
             db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('last_published_ms', ?)", (str(time_ms),)
             )
+
+    def forget_published_before(self, time_ms: int) -> None:
+        """Drop archived pulses (those with a timeStamp before ``time_ms``)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM published WHERE time_ms < ?", (time_ms,))
 
     def bump(self, name: str, by: int = 1) -> None:
         with self._tx() as db:

@@ -1,0 +1,88 @@
+"""Publishing committed pulses: archives of complete days, written once, then forgotten."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from beacon_verifier import layout
+
+from beacon.entropy import EntropyDraw
+from beacon.publish.local import LocalDirPublisher
+from beacon.publish.pipeline import archive_complete_days, publish_item
+from beacon.pulse.keys import Signer
+from beacon.state import State
+from tests.unit.test_builder import MINUTE, build_chain, ms
+
+
+def draw(n: int) -> EntropyDraw:
+    return EntropyDraw(record=b'{"n":%d}' % n, kind="os-fallback")
+
+
+def publish_all(state: State, site: LocalDirPublisher) -> None:
+    for item in state.outbox():
+        publish_item(site, item, last_max_age=60)
+        state.mark_published(item.seq, item.time_ms)
+        archive_complete_days(site, state, item.time_ms)
+
+
+def test_day_archive_written_when_the_next_day_begins(tmp_path: Path, signer: Signer) -> None:
+    # Two pulses before midnight, two after; then two days later.
+    times = [ms("2026-03-01T23:58:00") + n * MINUTE for n in range(4)]
+    times.append(ms("2026-03-03T00:00:00"))
+    chain = build_chain(times, signer)
+    state = State(tmp_path / "state.sqlite")
+    site = LocalDirPublisher(tmp_path / "site")
+    for n, built in enumerate(chain[:4]):
+        state.commit_pulse(head=built.head, pulse=built.data, draw=draw(n), next_draw=draw(n + 1))
+    publish_all(state, site)
+
+    first = site.get(layout.archive_key(date(2026, 3, 1)))
+    assert first is not None
+    lines = [json.loads(line) for line in gzip.decompress(first).splitlines()]
+    assert [line["pulse"].encode() for line in lines] == [chain[0].data, chain[1].data]
+    assert [line["entropy"] for line in lines] == ['{"n":0}', '{"n":1}']
+    assert site.get(layout.archive_key(date(2026, 3, 2))) is None  # not complete yet
+    assert [i.pulse_index for i in state.recent_published(10)] == [4, 3]
+
+    state.commit_pulse(head=chain[4].head, pulse=chain[4].data, draw=draw(4), next_draw=draw(5))
+    publish_all(state, site)
+    second = site.get(layout.archive_key(date(2026, 3, 2)))
+    assert second is not None
+    pulses = [json.loads(line)["pulse"].encode() for line in gzip.decompress(second).splitlines()]
+    assert pulses == [chain[2].data, chain[3].data]
+    assert [i.pulse_index for i in state.recent_published(10)] == [5]
+
+
+class DiesBeforeForgetting(State):
+    def forget_published_before(self, time_ms: int) -> None:
+        raise SystemExit("killed")
+
+
+def test_archiving_again_after_a_crash_is_harmless(tmp_path: Path, signer: Signer) -> None:
+    chain = build_chain([ms("2026-03-01T23:59:00"), ms("2026-03-02T00:00:00")], signer)
+    path = tmp_path / "state.sqlite"
+    state = State(path)
+    site = LocalDirPublisher(tmp_path / "site")
+    for n, built in enumerate(chain):
+        state.commit_pulse(head=built.head, pulse=built.data, draw=draw(n), next_draw=draw(n + 1))
+    items = state.outbox()
+    for item in items:
+        publish_item(site, item, last_max_age=60)
+        state.mark_published(item.seq, item.time_ms)
+    state.close()
+    with pytest.raises(SystemExit):
+        archive_complete_days(site, DiesBeforeForgetting(path), items[-1].time_ms)
+    key = layout.archive_key(date(2026, 3, 1))
+    written = site.get(key)
+    assert written is not None
+
+    again = State(path)
+    assert len(again.published_before(ms("2026-03-02T00:00:00"))) == 1  # still kept
+    archive_complete_days(site, again, items[-1].time_ms)  # the same bytes: accepted
+    assert site.get(key) == written
+    assert again.published_before(ms("2026-03-02T00:00:00")) == []
+    assert [i.pulse_index for i in again.recent_published(10)] == [2]
