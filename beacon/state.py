@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from beacon.entropy import EntropyDraw
 from beacon.errors import StateError
@@ -44,12 +45,12 @@ CREATE TABLE IF NOT EXISTS commitment (
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL, time_ms INTEGER NOT NULL,
-    pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL,
+    pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL, links TEXT NOT NULL,
     UNIQUE (chain_index, pulse_index)
 );
 CREATE TABLE IF NOT EXISTS published (
     chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL, time_ms INTEGER NOT NULL,
-    pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL,
+    pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL, links TEXT NOT NULL,
     PRIMARY KEY (chain_index, pulse_index)
 );
 CREATE INDEX IF NOT EXISTS published_time ON published (time_ms);
@@ -63,7 +64,8 @@ class OutboxItem:
     """A committed pulse and its entropy record.
 
     ``seq`` is its place in the outbox while the store has not confirmed it; 0
-    once it is published (kept until its day is archived).
+    once it is published (kept until its day is archived). ``links`` names the
+    pulse index (same chain) that each of its hour/day/month/year links points to.
     """
 
     seq: int
@@ -73,6 +75,14 @@ class OutboxItem:
     pulse: bytes
     record: bytes
     kind: str
+    links: dict[str, int]
+
+
+def _item(row: tuple[Any, ...]) -> OutboxItem:
+    seq, chain, pulse_index, time_ms, pulse, record, kind, links = row
+    return OutboxItem(
+        seq, chain, pulse_index, time_ms, bytes(pulse), bytes(record), kind, json.loads(links)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,29 +171,31 @@ class State:
 
     def outbox(self, limit: int = 100) -> list[OutboxItem]:
         rows = self._db.execute(
-            "SELECT seq, chain_index, pulse_index, time_ms, pulse, record, kind "
+            "SELECT seq, chain_index, pulse_index, time_ms, pulse, record, kind, links "
             "FROM outbox ORDER BY seq LIMIT ?",
             (limit,),
-        ).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+        )
+        return [_item(r) for r in rows]
 
     def published_before(self, time_ms: int) -> list[OutboxItem]:
         """Published pulses not yet archived with a timeStamp before ``time_ms``, in time order."""
         rows = self._db.execute(
-            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind "
-            "FROM published WHERE time_ms < ? ORDER BY time_ms, chain_index, pulse_index",
+            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind, links "
+            "FROM published WHERE time_ms < ? "
+            "ORDER BY time_ms, chain_index, pulse_index",
             (time_ms,),
-        ).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+        )
+        return [_item(r) for r in rows]
 
     def recent_published(self, limit: int) -> list[OutboxItem]:
         """The ``limit`` latest published pulses not yet archived, newest first."""
         rows = self._db.execute(
-            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind "
-            "FROM published ORDER BY time_ms DESC, chain_index DESC, pulse_index DESC LIMIT ?",
+            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind, links "
+            "FROM published "
+            "ORDER BY time_ms DESC, chain_index DESC, pulse_index DESC LIMIT ?",
             (limit,),
-        ).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+        )
+        return [_item(r) for r in rows]
 
     def outbox_length(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
@@ -211,10 +223,26 @@ class State:
     ) -> None:
         """Store a new pulse, its head and the next commitment in one transaction."""
         with self._tx() as db:
+            previous = self.head()
+            links = (
+                {unit: anchor.pulse_index for unit, anchor in previous.anchors.items()}
+                if previous is not None
+                and not previous.ended
+                and previous.chain_index == head.chain_index
+                else {}
+            )
             db.execute(
-                "INSERT INTO outbox (chain_index, pulse_index, time_ms, pulse, record, kind) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (head.chain_index, head.pulse_index, head.time_ms, pulse, draw.record, draw.kind),
+                "INSERT INTO outbox (chain_index, pulse_index, time_ms, pulse, record, kind, "
+                "links) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    head.chain_index,
+                    head.pulse_index,
+                    head.time_ms,
+                    pulse,
+                    draw.record,
+                    draw.kind,
+                    json.dumps(links, sort_keys=True),
+                ),
             )
             failpoint("in-transaction")
             db.execute(
@@ -246,7 +274,7 @@ class State:
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO published SELECT chain_index, pulse_index, time_ms, "
-                "pulse, record, kind FROM outbox WHERE seq=?",
+                "pulse, record, kind, links FROM outbox WHERE seq=?",
                 (seq,),
             )
             db.execute("DELETE FROM outbox WHERE seq=?", (seq,))

@@ -86,3 +86,20 @@ def test_archiving_again_after_a_crash_is_harmless(tmp_path: Path, signer: Signe
     assert site.get(key) == written
     assert again.published_before(ms("2026-03-02T00:00:00")) == []
     assert [i.pulse_index for i in again.recent_published(10)] == [2]
+
+
+def test_items_name_the_pulses_their_skip_links_point_to(tmp_path: Path, signer: Signer) -> None:
+    times = [ms("2026-12-31T23:58:00") + n * MINUTE for n in range(4)]
+    chain = build_chain(times, signer)
+    state = State(tmp_path / "state.sqlite")
+    for n, built in enumerate(chain):
+        state.commit_pulse(head=built.head, pulse=built.data, draw=draw(n), next_draw=draw(n + 1))
+    items = state.outbox()
+    assert items[0].links == {}  # the first pulse of a chain links nowhere
+    by_index = {b.pulse.pulse_index: b.pulse for b in chain}
+    for item in items[1:]:
+        pulse = by_index[item.pulse_index]
+        assert set(item.links) == {"hour", "day", "month", "year"}
+        for unit, target in item.links.items():
+            assert pulse.link(unit) == by_index[target].output_value
+    assert items[3].links == {"hour": 3, "day": 3, "month": 3, "year": 3}
