@@ -27,11 +27,16 @@ from beacon_verifier.format import format_timestamp
 
 from beacon.clock import Clock, boundary_at_or_before
 from beacon.config import Settings
-from beacon.entropy import EntropyDraw, EntropySource
+from beacon.entropy import EntropyDraw, EntropySource, ReleasesBatches
 from beacon.errors import AlreadyPublishedError, BeaconError, EntropyError, PublishError
 from beacon.faults import failpoint
 from beacon.publish import JSON, Publisher
-from beacon.publish.pipeline import archive_complete_days, publish_certificate, publish_item
+from beacon.publish.pipeline import (
+    archive_complete_days,
+    publish_batch,
+    publish_certificate,
+    publish_item,
+)
 from beacon.pulse.builder import BuildError, ChainHead, build_pulse
 from beacon.pulse.keys import Signer
 from beacon.state import InstanceLock, State
@@ -275,6 +280,7 @@ class Beacon:
                         failpoint("before-mark-published")
                         state.mark_published(item.seq, item.time_ms)
                         archive_complete_days(self.publisher, state, item.time_ms)
+                        self._publish_batches(item.chain_index, item.pulse_index)
                         self._write_status(state, item.time_ms)
                     delay = 0.5
                 except AlreadyPublishedError as exc:
@@ -293,6 +299,19 @@ class Beacon:
                     delay = min(delay * 2, self.settings.publish_retry_max)
         finally:
             state.close()
+
+    def _publish_batches(self, chain_index: int, pulse_index: int) -> None:
+        """Publish the raw batches that the pulses published so far have used up."""
+        if not isinstance(self.source, ReleasesBatches):
+            return
+        try:
+            batches = self.source.released_batches(chain_index, pulse_index)
+            for batch in batches:
+                publish_batch(self.publisher, batch)
+                self.source.batch_published(batch.batch_id)
+                log.info("published raw batch %s", batch.batch_id)
+        except EntropyError as exc:  # the pool keeps them; the next pulse tries again
+            log.warning("raw batches not published yet: %s", exc)
 
     def _seconds_to_next_boundary(self) -> int:
         period = self.settings.period_ms

@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from beacon.errors import EntropyError
 
@@ -72,3 +72,24 @@ class EntropySource(Protocol):
     name: str
 
     def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawBatch:
+    """A used-up batch ready to publish: its id and packed bits (shot-major, MSB first)."""
+
+    batch_id: str
+    data: bytes
+
+
+@runtime_checkable
+class ReleasesBatches(Protocol):
+    """A source whose records cite shared raw batches, published once used up.
+
+    The publisher asks, after each pulse it has published, which batches have
+    no secret left, publishes them, then confirms each.
+    """
+
+    def released_batches(self, chain_index: int, pulse_index: int) -> list[RawBatch]: ...
+
+    def batch_published(self, batch_id: str) -> None: ...

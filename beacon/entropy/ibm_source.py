@@ -28,7 +28,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, EntropyDraw, random_bytes
+from beacon.entropy import (
+    QUANTUM_HARDWARE,
+    QUANTUM_SIMULATOR,
+    EntropyDraw,
+    RawBatch,
+    random_bytes,
+)
 from beacon.entropy.health import HealthConfig, run_health_tests
 from beacon.entropy.pool import FAILED, LOST, EntropyPool, HarvestDecision, PendingJob
 from beacon.entropy.qiskit_source import (
@@ -313,7 +319,15 @@ class IbmQuantumSource:
         self.start_harvest()
         return self.collect(wait=True)
 
-    # --- the port -----------------------------------------------------------------------
+    # --- the ports ----------------------------------------------------------------------
+
+    def released_batches(self, chain_index: int, pulse_index: int) -> list[RawBatch]:
+        """Batches to publish now that pulse ``chain_index``/``pulse_index`` is out."""
+        return self.pool.released_batches(chain_index, pulse_index)
+
+    def batch_published(self, batch_id: str) -> None:
+        """The store holds the batch: drop its bits from the pool."""
+        self.pool.batch_published(batch_id)
 
     def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw:
         """Never-used pooled bits for one pulse, sealed into a record.
@@ -321,7 +335,7 @@ class IbmQuantumSource:
         Raises ``EntropyError`` when the pool is empty or fails.
         """
         self.maintain()
-        pooled = self.pool.take()
+        pooled = self.pool.take(chain_index, pulse_index)
         os_bits = random_bytes(self._urandom, OS_BITS_BYTES)
         return seal(
             quantum_record(
@@ -332,5 +346,7 @@ class IbmQuantumSource:
                 health=pooled.health,
                 conditioned=pooled.conditioned,
                 os_bits=os_bits,
+                batch_sha512=pooled.batch_sha512,
+                batch_bits=pooled.batch_bits,
             )
         )

@@ -11,7 +11,15 @@ created with mode 0600 and refused when group or others may read it):
   is durable, so neither a second process nor a crash can hand them out again;
   leftovers too short for a draw are dropped with the batch;
 - **maximum age**: live batches older than ``max_age_seconds`` are discarded
-  (status ``expired``, bits overwritten) before every draw, used or not;
+  (status ``expired``) before every draw, used or not;
+- **published once used up**: a batch that pulses drew from keeps its bits
+  after it is exhausted or expired, until ``released_batches`` has handed them
+  to the publisher and ``batch_published`` has been called; only then are the
+  bits overwritten. A batch is released only once every pulse that drew from
+  it has been published (its records stay secret until then); a batch no
+  pulse drew from is overwritten at once. Every record drawn from a batch
+  carries the SHA-512 of the whole packed batch, so anyone can rerun the health
+  tests and the conditioning on the published bytes;
 - **QPU budget**: every submitted job is charged to its UTC day, at its
   estimate until its real usage is known; ``harvest_decision`` says no once
   the day's charges plus the next job's estimate would pass the budget;
@@ -25,6 +33,7 @@ SQLite or the filesystem come out as ``EntropyError``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -40,7 +49,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, canonical_json
+from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, RawBatch, canonical_json
 from beacon.entropy.extract import (
     Conditioned,
     bits_needed,
@@ -72,7 +81,10 @@ CREATE TABLE IF NOT EXISTS batch (
     bit_count    INTEGER NOT NULL,
     next_offset  INTEGER NOT NULL,
     status       TEXT NOT NULL,
-    bits         BLOB
+    bits         BLOB,
+    sha512       BLOB NOT NULL,
+    last_chain   INTEGER,
+    last_pulse   INTEGER
 );
 CREATE INDEX IF NOT EXISTS batch_live ON batch (status, harvested_at);
 CREATE TABLE IF NOT EXISTS job (
@@ -88,6 +100,14 @@ CREATE TABLE IF NOT EXISTS job (
     detail       TEXT NOT NULL DEFAULT ''
 );
 """
+
+
+def _forget_unused(db: sqlite3.Connection) -> None:
+    """Overwrite the bits of closed batches no pulse drew from: nothing will ever cite them."""
+    db.execute(
+        "UPDATE batch SET bits = NULL WHERE status IN (?, ?) AND last_pulse IS NULL",
+        (EXHAUSTED, EXPIRED),
+    )
 
 
 def utc_day(unix: float) -> str:
@@ -162,12 +182,18 @@ class PendingJob:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PooledBits:
-    """Bits handed out by the pool: their batch, its health results, and the conditioned value."""
+    """Bits handed out by the pool: their batch, its health results, and the conditioned value.
+
+    ``batch_sha512`` is the SHA-512 of the whole packed batch (``pack_bits`` of
+    its shot-major stream, ``batch_bits`` bits), published once it is used up.
+    """
 
     kind: str
     provenance: Provenance
     health: HealthResult
     conditioned: Conditioned
+    batch_sha512: bytes
+    batch_bits: int
 
 
 class EntropyPool:
@@ -320,11 +346,12 @@ class EntropyPool:
             raise ValueError("bits, provenance and health result describe different batches")
         now = self._clock()
         status = LIVE if health.passed else REJECTED
+        packed = pack_bits(shot_major(bits))
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO batch (batch_id, kind, backend, job_id, qubits, shots,"
-                " harvested_at, health, min_entropy, bit_count, next_offset, status, bits)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                " harvested_at, health, min_entropy, bit_count, next_offset, status, bits,"
+                " sha512) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
                 (
                     provenance.batch_id,
                     kind,
@@ -337,7 +364,8 @@ class EntropyPool:
                     health.min_entropy,
                     int(bits.size),
                     status,
-                    pack_bits(shot_major(bits)),
+                    packed,
+                    hashlib.sha512(packed).digest(),
                 ),
             )
             db.execute(
@@ -367,9 +395,10 @@ class EntropyPool:
 
     def _expire(self, db: sqlite3.Connection, now: float) -> int:
         cursor = db.execute(
-            "UPDATE batch SET status = ?, bits = NULL WHERE status = ? AND harvested_at < ?",
+            "UPDATE batch SET status = ? WHERE status = ? AND harvested_at < ?",
             (EXPIRED, LIVE, now - self.policy.max_age_seconds),
         )
+        _forget_unused(db)
         return int(cursor.rowcount)
 
     def discard_expired(self) -> int:
@@ -388,13 +417,14 @@ class EntropyPool:
             ).fetchall()
         return sum((int(n) - int(off)) // bits_needed(float(h)) for n, off, h in rows)
 
-    def take(self) -> PooledBits:
-        """Hand out never-used bits for one draw, from the oldest live batch.
+    def take(self, chain_index: int, pulse_index: int) -> PooledBits:
+        """Hand out never-used bits for pulse ``chain_index``/``pulse_index``, oldest batch first.
 
         The batch's offset advances in the same transaction that reads the
         bits; a batch too short for another draw is closed as ``exhausted``.
-        Raises ``EntropyError`` when no live batch has enough bits (the pool
-        is empty) or the database fails.
+        The batch remembers the pulse, so it is released for publication only
+        after that pulse. Raises ``EntropyError`` when no live batch has enough
+        bits (the pool is empty) or the database fails.
         """
         now = self._clock()
         found: tuple[Any, ...] | None = None
@@ -403,7 +433,7 @@ class EntropyPool:
             while found is None:
                 row = db.execute(
                     "SELECT batch_id, kind, backend, job_id, qubits, shots, harvested_at, health,"
-                    " min_entropy, bit_count, next_offset, bits FROM batch WHERE status = ?"
+                    " min_entropy, bit_count, next_offset, bits, sha512 FROM batch WHERE status = ?"
                     " ORDER BY harvested_at, batch_id LIMIT 1",
                     (LIVE,),
                 ).fetchone()
@@ -414,19 +444,19 @@ class EntropyPool:
                 need = bits_needed(min_entropy)
                 if offset + need > bit_count:
                     db.execute(
-                        "UPDATE batch SET status = ?, bits = NULL WHERE batch_id = ?",
-                        (EXHAUSTED, batch_id),
+                        "UPDATE batch SET status = ? WHERE batch_id = ?", (EXHAUSTED, batch_id)
                     )
+                    _forget_unused(db)
                     continue
                 conditioned = condition_packed(bytes(row[11]), bit_count, offset, min_entropy)
                 db.execute(
-                    "UPDATE batch SET next_offset = ? WHERE batch_id = ? AND next_offset = ?",
-                    (conditioned.end, batch_id, offset),
+                    "UPDATE batch SET next_offset = ?, last_chain = ?, last_pulse = ?"
+                    " WHERE batch_id = ? AND next_offset = ?",
+                    (conditioned.end, chain_index, pulse_index, batch_id, offset),
                 )
                 if conditioned.end + need > bit_count:
                     db.execute(
-                        "UPDATE batch SET status = ?, bits = NULL WHERE batch_id = ?",
-                        (EXHAUSTED, batch_id),
+                        "UPDATE batch SET status = ? WHERE batch_id = ?", (EXHAUSTED, batch_id)
                     )
                 found = tuple(row)
         if found is None:
@@ -447,8 +477,37 @@ class EntropyPool:
         except ValueError as exc:
             raise EntropyError(f"batch {batch_id} has a corrupt health record: {exc}") from exc
         return PooledBits(
-            kind=str(row[1]), provenance=provenance, health=health, conditioned=conditioned
+            kind=str(row[1]),
+            provenance=provenance,
+            health=health,
+            conditioned=conditioned,
+            batch_sha512=bytes(row[12]),
+            batch_bits=int(row[9]),
         )
+
+    def released_batches(self, chain_index: int, pulse_index: int) -> list[RawBatch]:
+        """Used-up batches with no secret left once pulse ``chain_index``/``pulse_index`` is out.
+
+        Pulses are published in (chain, pulse) order, so a batch whose last
+        draw was for an earlier or equal pulse has no secret left. Call
+        ``batch_published`` for each once the store has confirmed it.
+        """
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT batch_id, bits FROM batch WHERE status IN (?, ?) AND bits IS NOT NULL"
+                " AND last_pulse IS NOT NULL AND (last_chain < ? OR"
+                " (last_chain = ? AND last_pulse <= ?)) ORDER BY harvested_at, batch_id",
+                (EXHAUSTED, EXPIRED, chain_index, chain_index, pulse_index),
+            ).fetchall()
+        return [RawBatch(batch_id=str(r[0]), data=bytes(r[1])) for r in rows]
+
+    def batch_published(self, batch_id: str) -> None:
+        """Overwrite a released batch's bits: the store holds them now."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE batch SET bits = NULL WHERE batch_id = ? AND status IN (?, ?)",
+                (batch_id, EXHAUSTED, EXPIRED),
+            )
 
     def summary(self) -> dict[str, Any]:
         """Counts for status pages: batches by state, usable draws, today's QPU seconds."""

@@ -90,8 +90,14 @@ def quantum_record(
     health: HealthResult,
     conditioned: Conditioned,
     os_bits: bytes,
+    batch_sha512: bytes | None = None,
+    batch_bits: int | None = None,
 ) -> dict[str, Any]:
     """The record of a pulse whose entropy came from qubits.
+
+    ``batch_sha512`` and ``batch_bits`` describe the whole packed batch when
+    it will be published once used up (pooled hardware batches); the record
+    then commits to it.
 
     Raises ``ValueError`` when ``kind`` is not a quantum kind, the indices are
     below 1, ``os_bits`` is not 64 bytes, the health result did not pass, or
@@ -104,7 +110,14 @@ def quantum_record(
         raise ValueError(f"refusing to record a batch that failed {', '.join(health.failures)}")
     if (health.shots, health.qubits) != (provenance.shots, len(provenance.qubits)):
         raise ValueError("health result and provenance describe different batches")
-    return {
+    if (batch_sha512 is None) != (batch_bits is None):
+        raise ValueError("batch_sha512 and batch_bits go together")
+    batch: dict[str, Any] = {}
+    if batch_sha512 is not None and batch_bits is not None:
+        if len(batch_sha512) != 64 or batch_bits != provenance.shots * len(provenance.qubits):
+            raise ValueError("batch digest or size does not fit the batch")
+        batch = {"batchSha512": _hex(batch_sha512), "batchBits": batch_bits}
+    return batch | {
         "version": RECORD_VERSION,
         "source": kind,
         "chainIndex": chain_index,

@@ -12,6 +12,7 @@ from typing import Protocol
 
 JSON = "application/json"
 PEM = "application/x-pem-file"
+OCTETS = "application/octet-stream"
 
 #: Cache lifetime of immutable objects (one year, never revalidated).
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"

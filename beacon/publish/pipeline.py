@@ -18,8 +18,9 @@ from itertools import groupby
 from beacon_verifier import layout
 from beacon_verifier.timeindex import TimeEntry
 
+from beacon.entropy import RawBatch
 from beacon.faults import failpoint
-from beacon.publish import JSON, PEM, Publisher
+from beacon.publish import JSON, OCTETS, PEM, Publisher
 from beacon.publish.archives import ARCHIVE_CONTENT_TYPE, ArchiveItem, build_day_archive
 from beacon.publish.indexes import update_indexes
 from beacon.state import OutboxItem, State
@@ -44,6 +45,11 @@ def publish_item(publisher: Publisher, item: OutboxItem, *, last_max_age: int) -
     update_indexes(publisher, TimeEntry(time_ms=item.time_ms, chain=c, pulse=p))
     for key in (layout.chain_last_key(c), layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY):
         publisher.put_mutable(key, item.pulse, content_type=JSON, max_age=last_max_age)
+
+
+def publish_batch(publisher: Publisher, batch: RawBatch) -> None:
+    """Publish a used-up raw batch (immutable); records drawn from it carry its SHA-512."""
+    publisher.put_immutable(layout.batch_key(batch.batch_id), batch.data, content_type=OCTETS)
 
 
 def archive_complete_days(publisher: Publisher, state: State, latest_time_ms: int) -> None:

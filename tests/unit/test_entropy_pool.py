@@ -79,7 +79,7 @@ def test_take_hands_out_consecutive_ranges_that_rederive(pool: EntropyPool) -> N
     stream = shot_major(bits)
     previous_end = 0
     for _ in range(3):
-        got = pool.take()
+        got = pool.take(1, 1)
         assert got.kind == QUANTUM_HARDWARE
         assert got.provenance.batch_id == "b1"
         c = got.conditioned
@@ -92,15 +92,15 @@ def test_take_hands_out_consecutive_ranges_that_rederive(pool: EntropyPool) -> N
 
 def test_empty_pool_is_an_entropy_error(pool: EntropyPool) -> None:
     with pytest.raises(EntropyError, match="empty"):
-        pool.take()
+        pool.take(1, 1)
 
 
 def test_exhausted_batch_moves_on_to_the_next(pool: EntropyPool, clock: Clock) -> None:
     add(pool, "small", shots=256, qubits=8)  # 2048 bits: one draw at most
     clock.now += 1
     add(pool, "next", harvested_at=T0 + 1, seed=1)
-    assert pool.take().provenance.batch_id == "small"
-    assert pool.take().provenance.batch_id == "next"
+    assert pool.take(1, 1).provenance.batch_id == "small"
+    assert pool.take(1, 1).provenance.batch_id == "next"
     assert pool.summary()["batches"] == {"exhausted": 1, "live": 1}
 
 
@@ -108,9 +108,9 @@ def test_offsets_survive_a_restart(tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "pool.db"
     with EntropyPool(path, clock=clock) as first:
         add(first, "b1")
-        end = first.take().conditioned.end
+        end = first.take(1, 1).conditioned.end
     with EntropyPool(path, clock=clock) as second:
-        assert second.take().conditioned.start == end
+        assert second.take(1, 2).conditioned.start == end
 
 
 def test_two_connections_never_share_bits(tmp_path: Path, clock: Clock) -> None:
@@ -119,7 +119,8 @@ def test_two_connections_never_share_bits(tmp_path: Path, clock: Clock) -> None:
     b = EntropyPool(path, clock=clock)
     add(a, "b1", shots=4096)
     spans = sorted(
-        (c.start, c.end) for c in ((a if i % 2 else b).take().conditioned for i in range(10))
+        (c.start, c.end)
+        for c in ((a if i % 2 else b).take(1, i + 1).conditioned for i in range(10))
     )
     assert len(spans) == 10
     assert all(e1 <= s2 for (_, e1), (s2, _) in itertools.pairwise(spans))
@@ -134,18 +135,34 @@ def test_rejected_batches_are_kept_but_never_drawn(pool: EntropyPool) -> None:
     assert pool.summary()["batches"] == {"rejected": 1}
     assert pool.usable_draws() == 0
     with pytest.raises(EntropyError):
-        pool.take()
+        pool.take(1, 1)
 
 
 def test_batches_past_max_age_are_discarded(tmp_path: Path, clock: Clock) -> None:
     pool = EntropyPool(tmp_path / "p.db", PoolPolicy(max_age_seconds=3600), clock=clock)
     add(pool, "old")
-    pool.take()
+    pool.take(1, 1)
     clock.now += 3601
     assert pool.usable_draws() == 0
     with pytest.raises(EntropyError, match="empty"):
-        pool.take()
+        pool.take(1, 1)
     assert pool.summary()["batches"] == {EXPIRED: 1}
+
+
+def test_used_batch_is_released_only_after_its_last_pulse(pool: EntropyPool) -> None:
+    bits = add(pool, "b1", shots=256, qubits=8)  # 2048 bits: one draw, then exhausted
+    add(pool, "unused")
+    got = pool.take(1, 5)
+    assert got.provenance.batch_id == "b1"
+    assert pool.released_batches(1, 4) == []  # pulse 5's record is still secret
+    assert pool.take(1, 6).provenance.batch_id == "unused"  # b1 had one draw only
+    [raw] = pool.released_batches(1, 5)  # "unused" is still live: not released
+    assert raw.batch_id == "b1"
+    assert raw.data == pack_bits(shot_major(bits))
+    assert hashlib.sha512(raw.data).digest() == got.batch_sha512
+    assert got.batch_bits == bits.size
+    pool.batch_published("b1")
+    assert pool.released_batches(2, 1) == []  # published once, bits gone
 
 
 def test_same_batch_twice_is_refused(pool: EntropyPool) -> None:
@@ -229,6 +246,7 @@ operations = st.lists(
         st.tuples(st.just("take"), st.just(0), st.just(0)),
         st.tuples(st.just("wait"), st.integers(1, 10_000), st.just(0)),
         st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+        st.tuples(st.just("publish"), st.integers(0, 40), st.just(0)),
     ),
     max_size=40,
 )
@@ -242,6 +260,9 @@ def test_never_hands_out_the_same_bits_twice(ops: list[tuple[str, int, int]]) ->
     handed: dict[str, list[tuple[int, int]]] = {}
     streams: dict[str, np.ndarray] = {}
     born: dict[str, float] = {}
+    last_use: dict[str, int] = {}
+    digests: dict[str, bytes] = {}
+    released: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pool.db"
         pool = EntropyPool(path, PoolPolicy(max_age_seconds=max_age), clock=clock)
@@ -257,13 +278,25 @@ def test_never_hands_out_the_same_bits_twice(ops: list[tuple[str, int, int]]) ->
                 elif op == "reopen":
                     pool.close()
                     pool = EntropyPool(path, PoolPolicy(max_age_seconds=max_age), clock=clock)
+                elif op == "publish":
+                    # Pulses up to index ``a`` are out: only batches they alone used come back.
+                    for raw in pool.released_batches(1, a):
+                        assert raw.batch_id not in released
+                        assert last_use[raw.batch_id] <= a
+                        assert raw.data == pack_bits(streams[raw.batch_id])
+                        assert hashlib.sha512(raw.data).digest() == digests[raw.batch_id]
+                        pool.batch_published(raw.batch_id)
+                        released.add(raw.batch_id)
                 else:
                     try:
-                        got = pool.take()
+                        got = pool.take(1, i + 1)
                     except EntropyError:
                         # Empty only when no live batch within max age could serve a draw.
                         continue
                     batch_id = got.provenance.batch_id
+                    assert batch_id not in released
+                    last_use[batch_id] = i + 1
+                    digests[batch_id] = got.batch_sha512
                     c = got.conditioned
                     assert clock.now - born[batch_id] <= max_age
                     assert c.raw == pack_bits(streams[batch_id][c.start : c.end])

@@ -11,6 +11,8 @@ the verifier reads them. Written once, here.
     beacon/2.0/pulse/time/{unix_ms}         the pulse with exactly that timeStamp (immutable)
     beacon/2.0/certificate/{certificateId}  the signing certificate, PEM (immutable)
     beacon/2.0/chain/{c}/entropy/{p}        the entropy record of a pulse (immutable)
+    beacon/2.0/batch/{batchId}              a used-up raw batch of pooled quantum bits,
+                                            packed shot-major, MSB first (immutable)
     beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz
                                             every pulse of a complete UTC day with its
                                             entropy record, gzip JSON Lines (immutable)
@@ -18,6 +20,7 @@ the verifier reads them. Written once, here.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 
 ROOT = "beacon/2.0"
@@ -45,6 +48,16 @@ def certificate_key(certificate_id_hex: str) -> str:
 
 def entropy_record_key(chain: int, pulse: int) -> str:
     return f"{ROOT}/chain/{chain}/entropy/{pulse}"
+
+
+_BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def batch_key(batch_id: str) -> str:
+    """``beacon/2.0/batch/{batchId}``. Raises ``ValueError`` for an id unsafe in a key."""
+    if not _BATCH_ID.fullmatch(batch_id):
+        raise ValueError(f"batch id {batch_id[:40]!r} is not a safe object name")
+    return f"{ROOT}/batch/{batch_id}"
 
 
 ARCHIVE_ROOT = f"{ROOT}/archive/day"
