@@ -9,6 +9,8 @@ from transport errors (the data could not be had), as python-tuf does:
   - ``SignatureError``: certificate, signature or outputValue checks.
   - ``ChainError``: relations between pulses (links, precommitment, status bits).
 - ``FetchError``: a pulse, certificate or index could not be fetched or read.
+- ``DrawError``: a fair draw cannot be made or checked (bad manifest, entrant
+  list, target pulse); the message names what was wrong.
 """
 
 from __future__ import annotations
@@ -66,3 +68,7 @@ class ChainError(CheckError):
 
 class FetchError(VerifierError):
     """A pulse, certificate or index could not be fetched or read."""
+
+
+class DrawError(VerifierError):
+    """A fair draw cannot be made or checked; the message names the field or input at fault."""
