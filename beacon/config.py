@@ -20,6 +20,7 @@ from beacon.errors import ConfigError
 DAY_MS = 86_400_000
 ENTROPY_SOURCES = ("local", "ibm", "os")
 PUBLISHERS = ("local", "s3")
+IBM_CHANNELS = ("ibm_quantum_platform", "local")
 #: BEACON_* variables that are not settings.
 RESERVED_ENV = frozenset({"BEACON_CONFIG", "BEACON_FAILPOINT"})
 
@@ -41,6 +42,13 @@ class Settings:
     local_shots: int = 2048  # 2048 x 127 bits: two health-test windows per qubit
     ibm_backend: str = ""  # empty: the least busy
     ibm_instance: str = ""
+    ibm_channel: str = "ibm_quantum_platform"  # or "local": qiskit-ibm-runtime's local mode
+    ibm_qubits: int = 0  # 0: every qubit of the backend
+    ibm_shots: int = 20_000  # per harvest job
+    pool_low_water_draws: int = 240  # start the next job when fewer draws are left
+    pool_max_age_hours: float = 48.0  # discard unused bits older than this
+    qpu_seconds_per_day: float = 20.0  # QPU budget per UTC day
+    job_qpu_seconds_estimate: float = 10.0  # charged per job until IBM reports its usage
     publisher: str = "local"
     s3_bucket: str = ""
     s3_prefix: str = ""
@@ -119,6 +127,22 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("publisher 's3' needs s3_bucket")
     if s.local_qubits < 1 or s.local_shots < 2:
         raise ConfigError("local_qubits must be at least 1 and local_shots at least 2")
+    if s.ibm_channel not in IBM_CHANNELS:
+        raise ConfigError(
+            f"ibm_channel must be one of {', '.join(IBM_CHANNELS)}, got {s.ibm_channel!r}"
+        )
+    if s.ibm_qubits < 0 or s.ibm_shots < 2:
+        raise ConfigError("ibm_qubits must be 0 or more and ibm_shots at least 2")
+    if (
+        s.pool_low_water_draws < 0
+        or s.pool_max_age_hours <= 0
+        or s.qpu_seconds_per_day < 0
+        or s.job_qpu_seconds_estimate <= 0
+    ):
+        raise ConfigError(
+            "pool_low_water_draws and qpu_seconds_per_day must be 0 or more, "
+            "pool_max_age_hours and job_qpu_seconds_estimate positive"
+        )
     if s.s3_object_lock_days < 0:
         raise ConfigError("s3_object_lock_days must be 0 or more")
     if s.base_url and not s.base_url.startswith(("http://", "https://", "file://")):

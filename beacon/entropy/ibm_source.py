@@ -25,9 +25,9 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from beacon.config import Settings
 from beacon.entropy import (
     QUANTUM_HARDWARE,
     QUANTUM_SIMULATOR,
@@ -36,7 +36,14 @@ from beacon.entropy import (
     random_bytes,
 )
 from beacon.entropy.health import HealthConfig, run_health_tests
-from beacon.entropy.pool import FAILED, LOST, EntropyPool, HarvestDecision, PendingJob
+from beacon.entropy.pool import (
+    FAILED,
+    LOST,
+    EntropyPool,
+    HarvestDecision,
+    PendingJob,
+    PoolPolicy,
+)
 from beacon.entropy.qiskit_source import (
     check_job_size,
     job_bits,
@@ -112,19 +119,6 @@ def pick_backend(service: Any, name: str | None, min_qubits: int | None) -> Any:
 POOL_FILE_NAME = "entropy-pool.sqlite"
 
 
-class IbmSettings(Protocol):
-    """What ``IbmQuantumSource.from_settings`` reads (``beacon.config.Settings`` has it)."""
-
-    @property
-    def data_dir(self) -> Path: ...
-
-    @property
-    def ibm_backend(self) -> str: ...
-
-    @property
-    def ibm_instance(self) -> str: ...
-
-
 class IbmQuantumSource:
     """``EntropySource`` drawing from a pool filled by IBM Quantum jobs.
 
@@ -177,17 +171,26 @@ class IbmQuantumSource:
         self.last_harvest_error: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: IbmSettings) -> IbmQuantumSource:
+    def from_settings(cls, settings: Settings) -> IbmQuantumSource:
         """The source for the beacon's configuration: pool ``<data_dir>/entropy-pool.sqlite``.
 
         Empty ``ibm_backend`` means the least busy backend, empty
-        ``ibm_instance`` the environment or saved account. Raises as the
-        constructor and ``EntropyPool`` do.
+        ``ibm_instance`` the environment or saved account, ``ibm_qubits`` 0
+        every qubit. Raises as the constructor and ``EntropyPool`` do.
         """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        policy = PoolPolicy(
+            low_water_draws=settings.pool_low_water_draws,
+            max_age_seconds=settings.pool_max_age_hours * 3600.0,
+            qpu_seconds_per_day=settings.qpu_seconds_per_day,
+            job_qpu_seconds_estimate=settings.job_qpu_seconds_estimate,
+        )
         return cls(
-            pool=EntropyPool(settings.data_dir / POOL_FILE_NAME),
+            pool=EntropyPool(settings.data_dir / POOL_FILE_NAME, policy),
             backend=settings.ibm_backend or None,
+            qubits=settings.ibm_qubits or None,
+            shots=settings.ibm_shots,
+            channel=settings.ibm_channel,
             instance=settings.ibm_instance or None,
         )
 
