@@ -40,6 +40,10 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ("", {"BEACON_CHAIN": "x"}, "BEACON_CHAIN: chain must be a int"),
         ("", {"BEACON_NOPE": "1"}, "unknown setting BEACON_NOPE"),
         ("base_url = 'ftp://x'", {}, "base_url must be"),
+        ("ibm_channel = 'ibm_cloud'", {}, "ibm_channel must be one of"),
+        ("ibm_shots = 1", {}, "ibm_shots at least 2"),
+        ("", {"BEACON_POOL_MAX_AGE_HOURS": "0"}, "pool_max_age_hours and job_qpu"),
+        ("qpu_seconds_per_day = -1", {}, "qpu_seconds_per_day must be 0 or more"),
     ],
 )
 def test_errors_are_one_clear_line(
