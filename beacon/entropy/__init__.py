@@ -93,3 +93,10 @@ class ReleasesBatches(Protocol):
     def released_batches(self, chain_index: int, pulse_index: int) -> list[RawBatch]: ...
 
     def batch_published(self, batch_id: str) -> None: ...
+
+
+@runtime_checkable
+class ReportsPool(Protocol):
+    """A source that keeps a pool, and reports its level for ``status.json``."""
+
+    def pool_status(self) -> dict[str, Any]: ...

@@ -332,6 +332,13 @@ class IbmQuantumSource:
         """The store holds the batch: drop its bits from the pool."""
         self.pool.batch_published(batch_id)
 
+    def pool_status(self) -> dict[str, Any]:
+        """Pool level, age limit, budget and the last harvest error, for ``status.json``."""
+        return self.pool.summary() | {
+            "backend": self.backend_name,
+            "lastHarvestError": self.last_harvest_error,
+        }
+
     def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw:
         """Never-used pooled bits for one pulse, sealed into a record.
 
