@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from beacon_verifier import __version__, layout
+from beacon_verifier import __version__, drawcmd, layout
 from beacon_verifier.checks import PulseReport, TrustedCertificate, verify_pulse
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
@@ -52,6 +52,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--to", dest="last", type=int, metavar="P")
     c.add_argument("--json", action="store_true", help="print a machine-readable report")
     c.set_defaults(run=_cmd_chain)
+    drawcmd.register(sub)
     return parser
 
 
