@@ -540,3 +540,20 @@ def test_bad_result_is_refused_naming_the_field(
     change(obj)
     with pytest.raises(DrawError, match=message):
         parse_result(json.dumps(obj).encode())
+
+
+def test_readme_publishes_the_first_vector() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    vec = load_vector(VECTORS / "draw" / "nist-three-of-ten.json")
+    for value in (
+        vec["manifest"],
+        vec["manifestSha512"],
+        vec["entrantListSha512"],
+        vec["outputValues"][0],
+        vec["seed"],
+        "\n".join(vec["entrants"]),
+        json.dumps(vec["entrantsFile"], ensure_ascii=False).replace('"', "'"),
+    ):
+        assert value in readme
+    listed = ", ".join(f"{i}. {name}" for i, name in enumerate(vec["winners"], 1))
+    assert f"Winners: {listed}." in readme
