@@ -54,10 +54,13 @@ def start_beacon(
     )
 
 
-def run_verify(args: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_verify(
+    args: Sequence[str], timeout: float = 120, *, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``beacon-verify ARGS`` to completion; ``env`` adds variables (e.g. AWS_*)."""
     return subprocess.run(
         [sys.executable, "-m", "beacon_verifier.cli", *args],
-        env=beacon_env(),
+        env=beacon_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

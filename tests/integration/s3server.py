@@ -261,6 +261,31 @@ class SeaweedS3Server:
 
     # --- S3 -----------------------------------------------------------------------
 
+    def aws_env(self) -> dict[str, str]:
+        """The standard AWS variables that reach this server as the admin."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def beacon_env(self, prefix: str) -> dict[str, str]:
+        """Settings for a beacon publishing under ``prefix`` of ``bucket`` (OS entropy, RSA-2048).
+
+        Credentials come from the standard AWS chain, never from beacon settings.
+        """
+        return {
+            "BEACON_ENTROPY_SOURCE": "os",
+            "BEACON_KEY_BITS": "2048",
+            "BEACON_PUBLISHER": "s3",
+            "BEACON_S3_BUCKET": self.bucket,
+            "BEACON_S3_PREFIX": prefix,
+            "BEACON_S3_ENDPOINT_URL": self.endpoint_url,
+            "BEACON_S3_REGION": self.region,
+            "BEACON_BASE_URL": f"{self.endpoint_url}/{self.bucket}/{prefix}",
+        } | self.aws_env()
+
     def client(self, *, read_timeout: float = 10, **overrides: Any) -> Any:
         """A boto3 S3 client for this server, with the admin key unless overridden."""
         import boto3

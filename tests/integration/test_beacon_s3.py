@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from beacon_verifier import layout
 
-from tests.beacon_proc import run_beacon, run_verify, start_beacon
+from tests.beacon_proc import run_verify, start_beacon
 from tests.integration.s3server import SeaweedS3Server
 
 pytestmark = pytest.mark.integration
-
-
-def _s3_env(server: SeaweedS3Server, prefix: str) -> dict[str, str]:
-    return {
-        "BEACON_ENTROPY_SOURCE": "os",
-        "BEACON_KEY_BITS": "2048",
-        "BEACON_PUBLISHER": "s3",
-        "BEACON_S3_BUCKET": server.bucket,
-        "BEACON_S3_PREFIX": prefix,
-        "BEACON_S3_ENDPOINT_URL": server.endpoint_url,
-        "BEACON_S3_REGION": server.region,
-        "BEACON_BASE_URL": f"{server.endpoint_url}/{server.bucket}/{prefix}",
-        # credentials come from the standard AWS chain, never from beacon settings
-        "AWS_ACCESS_KEY_ID": server.access_key,
-        "AWS_SECRET_ACCESS_KEY": server.secret_key,
-        "AWS_ENDPOINT_URL": server.endpoint_url,
-        "AWS_DEFAULT_REGION": server.region,
-    }
 
 
 def _keys(server: SeaweedS3Server, prefix: str) -> set[str]:
@@ -61,51 +44,40 @@ def _shape(keys: set[str]) -> set[str]:
 def test_same_object_names_as_local_and_verifies(
     tmp_path: Path, s3_running: SeaweedS3Server, key_prefix: str
 ) -> None:
-    env = _s3_env(s3_running, key_prefix)
+    # The acceptance run: 30 pulses at a 1 s period to each store, side by side.
     (tmp_path / "s3").mkdir()
     (tmp_path / "local").mkdir()
-    done = run_beacon(tmp_path / "s3", ["run", "--period", "1", "--count", "6"], env=env)
-    assert done.returncode == 0, done.stderr
-    local = run_beacon(
-        tmp_path / "local",
-        ["run", "--period", "1", "--count", "6"],
-        env={"BEACON_ENTROPY_SOURCE": "os", "BEACON_KEY_BITS": "2048"},
+    args = ["run", "--period", "1", "--count", "30"]
+    to_s3 = start_beacon(tmp_path / "s3", args, env=s3_running.beacon_env(key_prefix))
+    to_dir = start_beacon(
+        tmp_path / "local", args, env={"BEACON_ENTROPY_SOURCE": "os", "BEACON_KEY_BITS": "2048"}
     )
-    assert local.returncode == 0, local.stderr
+    s3_out, s3_err = to_s3.communicate(timeout=180)
+    _, dir_err = to_dir.communicate(timeout=180)
+    assert to_s3.returncode == 0, s3_err
+    assert to_dir.returncode == 0, dir_err
     s3_keys = _keys(s3_running, key_prefix)
-    assert layout.pulse_key(1, 6) in s3_keys
+    assert layout.pulse_key(1, 30) in s3_keys
     assert _shape(s3_keys) == _shape(_local_keys(tmp_path / "local" / "public"))
 
     checked = run_verify_s3(s3_running, key_prefix)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert json.loads(checked.stdout)["pulsesChecked"] == 6
+    assert json.loads(checked.stdout)["pulsesChecked"] == 30
+    local = run_verify(["chain", str(tmp_path / "local" / "public"), "--json"])
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert json.loads(local.stdout)["pulsesChecked"] == 30
     # Secrets never reach what the beacon printed.
-    assert s3_running.secret_key not in done.stdout + done.stderr
+    assert s3_running.secret_key not in s3_out + s3_err
 
 
-def run_verify_s3(server: SeaweedS3Server, prefix: str):  # type: ignore[no-untyped-def]
-    import os
-
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": server.access_key,
-            "AWS_SECRET_ACCESS_KEY": server.secret_key,
-            "AWS_ENDPOINT_URL": server.endpoint_url,
-            "AWS_DEFAULT_REGION": server.region,
-        }
-    )
-    try:
-        return run_verify(["chain", f"s3://{server.bucket}/{prefix}", "--json"])
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def run_verify_s3(server: SeaweedS3Server, prefix: str) -> subprocess.CompletedProcess[str]:
+    return run_verify(["chain", f"s3://{server.bucket}/{prefix}", "--json"], env=server.aws_env())
 
 
 def test_store_outage_delays_but_loses_nothing(
     tmp_path: Path, s3_running: SeaweedS3Server, key_prefix: str
 ) -> None:
-    env = _s3_env(s3_running, key_prefix)
+    env = s3_running.beacon_env(key_prefix)
     proc = start_beacon(tmp_path, ["run", "--period", "1"], env=env)
     try:
         time.sleep(4)
