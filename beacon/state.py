@@ -46,11 +46,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL, time_ms INTEGER NOT NULL,
     pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL, links TEXT NOT NULL,
+    cosignature BLOB,
     UNIQUE (chain_index, pulse_index)
 );
 CREATE TABLE IF NOT EXISTS published (
     chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL, time_ms INTEGER NOT NULL,
     pulse BLOB NOT NULL, record BLOB NOT NULL, kind TEXT NOT NULL, links TEXT NOT NULL,
+    cosignature BLOB,
     PRIMARY KEY (chain_index, pulse_index)
 );
 CREATE INDEX IF NOT EXISTS published_time ON published (time_ms);
@@ -76,12 +78,21 @@ class OutboxItem:
     record: bytes
     kind: str
     links: dict[str, int]
+    cosignature: bytes | None = None  # the pulse's ML-DSA-65 co-signature object
 
 
 def _item(row: tuple[Any, ...]) -> OutboxItem:
-    seq, chain, pulse_index, time_ms, pulse, record, kind, links = row
+    seq, chain, pulse_index, time_ms, pulse, record, kind, links, cosignature = row
     return OutboxItem(
-        seq, chain, pulse_index, time_ms, bytes(pulse), bytes(record), kind, json.loads(links)
+        seq,
+        chain,
+        pulse_index,
+        time_ms,
+        bytes(pulse),
+        bytes(record),
+        kind,
+        json.loads(links),
+        None if cosignature is None else bytes(cosignature),
     )
 
 
@@ -171,7 +182,8 @@ class State:
 
     def outbox(self, limit: int = 100) -> list[OutboxItem]:
         rows = self._db.execute(
-            "SELECT seq, chain_index, pulse_index, time_ms, pulse, record, kind, links "
+            "SELECT seq, chain_index, pulse_index, time_ms, pulse, record, kind, links, "
+            "cosignature "
             "FROM outbox ORDER BY seq LIMIT ?",
             (limit,),
         )
@@ -180,7 +192,8 @@ class State:
     def published_before(self, time_ms: int) -> list[OutboxItem]:
         """Published pulses not yet archived with a timeStamp before ``time_ms``, in time order."""
         rows = self._db.execute(
-            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind, links "
+            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind, links, "
+            "cosignature "
             "FROM published WHERE time_ms < ? "
             "ORDER BY time_ms, chain_index, pulse_index",
             (time_ms,),
@@ -190,7 +203,8 @@ class State:
     def recent_published(self, limit: int) -> list[OutboxItem]:
         """The ``limit`` latest published pulses not yet archived, newest first."""
         rows = self._db.execute(
-            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind, links "
+            "SELECT 0, chain_index, pulse_index, time_ms, pulse, record, kind, links, "
+            "cosignature "
             "FROM published "
             "ORDER BY time_ms DESC, chain_index DESC, pulse_index DESC LIMIT ?",
             (limit,),
@@ -220,8 +234,9 @@ class State:
         pulse: bytes,
         draw: EntropyDraw,
         next_draw: EntropyDraw,
+        cosignature: bytes | None = None,
     ) -> None:
-        """Store a new pulse, its head and the next commitment in one transaction."""
+        """Store a new pulse (and its co-signature), its head and the next commitment at once."""
         with self._tx() as db:
             previous = self.head()
             links = (
@@ -233,7 +248,7 @@ class State:
             )
             db.execute(
                 "INSERT INTO outbox (chain_index, pulse_index, time_ms, pulse, record, kind, "
-                "links) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "links, cosignature) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     head.chain_index,
                     head.pulse_index,
@@ -242,6 +257,7 @@ class State:
                     draw.record,
                     draw.kind,
                     json.dumps(links, sort_keys=True),
+                    cosignature,
                 ),
             )
             failpoint("in-transaction")
@@ -274,7 +290,7 @@ class State:
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO published SELECT chain_index, pulse_index, time_ms, "
-                "pulse, record, kind, links FROM outbox WHERE seq=?",
+                "pulse, record, kind, links, cosignature FROM outbox WHERE seq=?",
                 (seq,),
             )
             db.execute("DELETE FROM outbox WHERE seq=?", (seq,))

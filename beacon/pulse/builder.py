@@ -35,11 +35,20 @@ from beacon_verifier.format import (
 VERSION = "2.0"
 
 
+class CoSigner(Protocol):
+    """Makes a pulse's post-quantum co-signature object from S and its RSA signature."""
+
+    def cosign(self, serialization_s: bytes, rsa_signature: bytes) -> bytes: ...
+
+
 class Signer(Protocol):
-    """Signs S; knows its certificateId."""
+    """Signs S; knows its certificateId; may co-sign (``pq``, None when it does not)."""
 
     @property
     def certificate_id(self) -> bytes: ...
+
+    @property
+    def pq(self) -> CoSigner | None: ...
 
     def sign(self, data: bytes) -> bytes: ...
 
@@ -83,6 +92,7 @@ class BuiltPulse:
     pulse: Pulse
     data: bytes
     head: ChainHead
+    cosignature: bytes | None = None  # the ML-DSA-65 co-signature object, when co-signing
 
 
 class BuildError(ValueError):
@@ -168,7 +178,10 @@ def build_pulse(
     )
     data = emit_pulse(pulse)
     pulse = replace(pulse, raw=data)
-    return BuiltPulse(pulse=pulse, data=data, head=_next_head(head, pulse, new_chain))
+    cosignature = None if signer.pq is None else signer.pq.cosign(signed, signature)
+    return BuiltPulse(
+        pulse=pulse, data=data, head=_next_head(head, pulse, new_chain), cosignature=cosignature
+    )
 
 
 def _next_head(head: ChainHead | None, pulse: Pulse, new_chain: bool) -> ChainHead:

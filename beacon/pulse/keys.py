@@ -1,8 +1,12 @@
-"""The beacon's signing identity: an RSA key and a self-signed certificate.
+"""The beacon's signing identity: an RSA key and a self-signed certificate, plus an
+ML-DSA-65 key for post-quantum co-signatures.
 
-certificateId = SHA-512 of the certificate's DER, as NIST does. The private key
-file is created with mode 0600 and is never logged or published; a key file
-readable by group or others is refused at load time.
+certificateId = SHA-512 of the certificate's DER, as NIST does. The ML-DSA-65 key
+is vouched for by the RSA key in a key document (``beacon_verifier.pq``). The
+private key files are created with mode 0600 and are never logged or published;
+a key file readable by group or others is refused at load time. An identity
+created before co-signatures existed has no ML-DSA key: its pulses carry no
+co-signature until ``beacon init --force`` makes a new identity.
 """
 
 from __future__ import annotations
@@ -10,21 +14,46 @@ from __future__ import annotations
 import datetime
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from beacon_verifier.format import CertificateId, certificate_der, certificate_id
+from beacon_verifier.pq import (
+    CONTEXT,
+    cosign_input,
+    encode_cosignature,
+    encode_key_document,
+    key_id,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import mldsa, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from beacon.errors import KeyFileError
 
 KEY_FILE = "signing-key.pem"
+PQ_KEY_FILE = "pq-signing-key.pem"
 CERT_FILE = "certificate.pem"
 DEFAULT_KEY_BITS = 4096
 CERT_VALIDITY_DAYS = 3650
+
+
+@dataclass(frozen=True, slots=True)
+class PqSigner:
+    """Co-signs pulses with ML-DSA-65; ``key_document`` is the RSA-vouched public key."""
+
+    private_key: mldsa.MLDSA65PrivateKey
+    key_id: bytes
+    key_document: bytes
+
+    def cosign(self, serialization_s: bytes, rsa_signature: bytes) -> bytes:
+        """The co-signature object for a pulse with serialization S and that RSA signature."""
+        signature = self.private_key.sign(cosign_input(serialization_s, rsa_signature), CONTEXT)
+        return encode_cosignature(self.key_id, signature)
+
+    def __repr__(self) -> str:
+        return f"PqSigner(key_id={self.key_id.hex()[:16]}…)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +63,16 @@ class Signer:
     private_key: rsa.RSAPrivateKey
     certificate_pem: bytes
     certificate_id: CertificateId
+    pq: PqSigner | None = None
 
     def sign(self, data: bytes) -> bytes:
         return self.private_key.sign(data, padding.PKCS1v15(), hashes.SHA512())
+
+    def with_pq(self, pq_key: mldsa.MLDSA65PrivateKey) -> Signer:
+        """This identity, co-signing with ``pq_key`` (vouched for by the RSA key)."""
+        raw = pq_key.public_key().public_bytes_raw()
+        document = encode_key_document(raw, bytes(self.certificate_id), self.sign)
+        return replace(self, pq=PqSigner(pq_key, key_id(raw), document))
 
     def __repr__(self) -> str:  # never let a key reach a log through repr()
         return f"Signer(certificate_id={self.certificate_id.hex()[:16]}…)"
@@ -110,7 +146,7 @@ def init_identity(
     force: bool = False,
     key_bits: int = DEFAULT_KEY_BITS,
 ) -> Signer:
-    """Create a new RSA key (0600) and self-signed certificate in ``directory``.
+    """Create a new RSA key and ML-DSA-65 key (both 0600) and a self-signed certificate.
 
     Raises ``KeyFileError`` if a key exists and ``force`` is not set.
     """
@@ -128,27 +164,54 @@ def init_identity(
         serialization.NoEncryption(),
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    pq_key = mldsa.MLDSA65PrivateKey.generate()
+    pq_pem = pq_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # The PQ key first: the RSA key file's existence marks a complete identity, so an
+    # interrupted init leaves at most an orphan PQ key, replaced by the next init.
+    _write_new(directory / PQ_KEY_FILE, pq_pem, 0o600, replace=True)
     _write_new(key_path, key_pem, 0o600, replace=force)
     _write_new(cert_path, cert_pem, 0o644, replace=True)
-    return Signer(private_key, cert_pem, certificate_id(cert_pem))
+    return Signer(private_key, cert_pem, certificate_id(cert_pem)).with_pq(pq_key)
+
+
+def _check_private(path: Path) -> bool:
+    """Whether ``path`` exists; raises ``KeyFileError`` when group or others may access it."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"run: chmod 600 {path}"
+        )
+    return True
 
 
 def load_identity(directory: Path) -> Signer:
-    """Load the key and certificate from ``directory``.
+    """Load the keys and certificate from ``directory``.
 
-    Raises ``KeyFileError`` when a file is missing or unreadable, the key file is
+    Raises ``KeyFileError`` when a file is missing or unreadable, a key file is
     readable by group or others, or the certificate does not belong to the key.
+    The ML-DSA key is optional (identities made before co-signatures lack it).
     """
     key_path, cert_path = directory / KEY_FILE, directory / CERT_FILE
-    try:
-        st = key_path.stat()
-    except FileNotFoundError:
-        raise KeyFileError(f"no signing key at {key_path}; run 'beacon init'") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"{key_path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"run: chmod 600 {key_path}"
-        )
+    if not _check_private(key_path):
+        raise KeyFileError(f"no signing key at {key_path}; run 'beacon init'")
+    pq_path = directory / PQ_KEY_FILE
+    pq_key: mldsa.MLDSA65PrivateKey | None = None
+    if _check_private(pq_path):
+        try:
+            loaded = serialization.load_pem_private_key(pq_path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise KeyFileError(f"cannot load {pq_path}: {exc}") from None
+        if not isinstance(loaded, mldsa.MLDSA65PrivateKey):
+            raise KeyFileError(f"{pq_path} is not an ML-DSA-65 key")
+        pq_key = loaded
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         cert_pem = cert_path.read_bytes()
@@ -164,4 +227,5 @@ def load_identity(directory: Path) -> Signer:
         key.public_key().public_numbers()
     ):
         raise KeyFileError(f"{cert_path} does not belong to the key in {key_path}")
-    return Signer(key, cert_pem, certificate_id(cert_pem))
+    signer = Signer(key, cert_pem, certificate_id(cert_pem))
+    return signer if pq_key is None else signer.with_pq(pq_key)

@@ -11,6 +11,9 @@ the verifier reads them. Written once, here.
     beacon/2.0/pulse/time/{unix_ms}         the pulse with exactly that timeStamp (immutable)
     beacon/2.0/certificate/{certificateId}  the signing certificate, PEM (immutable)
     beacon/2.0/chain/{c}/entropy/{p}        the entropy record of a pulse (immutable)
+    beacon/2.0/chain/{c}/pq-signature/{p}   the ML-DSA-65 co-signature of a pulse (immutable)
+    beacon/2.0/pq-key/{keyId}               an ML-DSA-65 public key the RSA certificate vouches
+                                            for (immutable)
     beacon/2.0/batch/{batchId}              a used-up raw batch of pooled quantum bits,
                                             packed shot-major, MSB first (immutable)
     beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz
@@ -48,6 +51,14 @@ def certificate_key(certificate_id_hex: str) -> str:
 
 def entropy_record_key(chain: int, pulse: int) -> str:
     return f"{ROOT}/chain/{chain}/entropy/{pulse}"
+
+
+def pq_signature_key(chain: int, pulse: int) -> str:
+    return f"{ROOT}/chain/{chain}/pq-signature/{pulse}"
+
+
+def pq_key_key(key_id_hex: str) -> str:
+    return f"{ROOT}/pq-key/{key_id_hex.lower()}"
 
 
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
