@@ -45,9 +45,8 @@ from beacon_verifier.fetch import Source, open_source, read_location
 from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
 from beacon_verifier.lookup import pulse_by_time
 from beacon_verifier.replay import certificate_lookup, latest_pulse
-from beacon_verifier.timeindex import BOUNDS_KEY
 
-__all__ = ["register"]
+__all__ = ["register", "target_pulse"]
 
 EXIT_VALID, EXIT_INVALID = 0, 1
 DEFAULT_MANIFEST = "draw-manifest.json"
@@ -175,8 +174,8 @@ def target_pulse(source: Source, chain: int, t_ms: int) -> Pulse:
         latest = latest_pulse(source)
         if latest.time_ms >= t_ms:
             raise FetchError(
-                f"{where}: its time index has no pulse at or after {when}, although its latest "
-                f"pulse is at {latest.time_stamp} (no beacon/2.0/index on this site?)"
+                f"{where}: the site names no pulse at or after {when} (neither its time index "
+                f"nor NIST's time path), although its latest pulse is at {latest.time_stamp}"
             )
         raise DrawError(
             f"{where}: the target pulse (the first at or after {when}) is not yet available; "
@@ -242,11 +241,6 @@ def _cmd_new(args: argparse.Namespace) -> int:
                 f"{latest.pulse_index} at {latest.time_stamp}, at or after "
                 f"{format_timestamp(t_ms)}: a draw must be fixed before its pulse exists; "
                 "pick a later --at"
-            )
-        if source.get(BOUNDS_KEY) is None:
-            raise DrawError(
-                f"{source.describe()} publishes no time index ({BOUNDS_KEY}), "
-                "so the draw's target pulse could not be found on it"
             )
         refs.append(BeaconRef(beacon=_site_url(spec), chain=latest.chain_index))
     manifest = Manifest(
