@@ -8,10 +8,12 @@ without pulses has no archive.
 Content: gzip of JSON Lines, one line per pulse in (timeStamp, chainIndex,
 pulseIndex) order, ASCII, each line ending in ``\\n``::
 
-    {"pulse":"<the pulse's exact bytes>","entropy":"<its entropy record's exact bytes>"}
+    {"entropy":"<its entropy record's exact bytes>","pulse":"<the pulse's exact bytes>"}
 
-Both values are JSON strings holding the UTF-8 text of the original objects
-byte for byte (``"entropy"`` is null when the pulse has no record), so a reader
+and, when the pulse is co-signed, a third key ``"pqSignature"`` with the exact
+bytes of its ML-DSA-65 co-signature object (``beacon_verifier.pq``). The values
+are JSON strings holding the UTF-8 text of the original objects byte for byte
+(``"entropy"`` is null when the pulse has no record), so a reader
 recovers the exact bytes with ``json.loads(line)["pulse"].encode("utf-8")`` and
 hashes and verifies those, never a re-serialization.
 
@@ -70,6 +72,7 @@ class ArchiveItem:
     pulse: int
     pulse_bytes: bytes
     entropy_bytes: bytes | None = None
+    cosignature_bytes: bytes | None = None
 
     def __post_init__(self) -> None:
         if type(self.time_ms) is not int or self.time_ms < 0:
@@ -80,6 +83,8 @@ class ArchiveItem:
         _text(self.pulse_bytes, f"pulse {self.chain}/{self.pulse}")
         if self.entropy_bytes is not None:
             _text(self.entropy_bytes, f"entropy record of pulse {self.chain}/{self.pulse}")
+        if self.cosignature_bytes is not None:
+            _text(self.cosignature_bytes, f"co-signature of pulse {self.chain}/{self.pulse}")
 
 
 def _text(data: bytes, what: str) -> str:
@@ -113,7 +118,12 @@ def encode_day_lines(items: Iterable[ArchiveItem]) -> bytes:
             raise ValueError(f"pulse {item.chain}/{item.pulse} appears twice")
         seen.add((item.chain, item.pulse))
         entropy = None if item.entropy_bytes is None else item.entropy_bytes.decode("utf-8")
-        line = {"pulse": item.pulse_bytes.decode("utf-8"), "entropy": entropy}
+        line: dict[str, str | None] = {
+            "pulse": item.pulse_bytes.decode("utf-8"),
+            "entropy": entropy,
+        }
+        if item.cosignature_bytes is not None:
+            line["pqSignature"] = item.cosignature_bytes.decode("utf-8")
         lines.append(json.dumps(line, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
     return b"".join(line + b"\n" for line in lines)
 

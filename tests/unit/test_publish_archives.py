@@ -209,3 +209,15 @@ def test_any_utf8_round_trips_exactly(texts: list[tuple[str, str | None]]) -> No
 def test_reader_rejects_malformed_archives(data: bytes) -> None:
     with pytest.raises(FetchError):
         read_day_archive(data, max_bytes=1024 * 1024)
+
+
+def test_cosignature_travels_in_the_archive_line() -> None:
+    pulse = b'{"pulse":{}}'
+    cosig = b'{"keyId":"ab","signature":"CD","version":1}'
+    plain = ArchiveItem(time_ms=T0, chain=1, pulse=1, pulse_bytes=pulse, entropy_bytes=b"{}")
+    signed = ArchiveItem(
+        time_ms=T0 + 60_000, chain=1, pulse=2, pulse_bytes=pulse, cosignature_bytes=cosig
+    )
+    lines = [json.loads(line) for line in encode_day_lines([plain, signed]).splitlines()]
+    assert set(lines[0]) == {"pulse", "entropy"}  # archives of plain pulses keep their shape
+    assert lines[1]["pqSignature"].encode() == cosig and lines[1]["entropy"] is None
