@@ -36,14 +36,15 @@ from beacon.publish.pipeline import (
     publish_batch,
     publish_certificate,
     publish_item,
+    publish_site_pages,
 )
+from beacon.publish.site import RECENT_PULSES, STATUS_KEY, SiteInfo
 from beacon.pulse.builder import BuildError, ChainHead, build_pulse
 from beacon.pulse.keys import Signer
 from beacon.state import InstanceLock, State
 
 log = logging.getLogger("beacon")
 
-STATUS_KEY = "status.json"
 #: A tick this close before a boundary is for that boundary (timer jitter).
 EARLY_FIRE_TOLERANCE_MS = 50
 
@@ -258,6 +259,11 @@ class Beacon:
         state = State(self.settings.state_path)
         delay = 0.5
         published_certificate = False
+        site = SiteInfo(
+            name=self.settings.name,
+            site_url=self.settings.site_url,
+            period_ms=self.settings.period_ms,
+        )
         try:
             while True:
                 items = state.outbox()
@@ -272,14 +278,25 @@ class Beacon:
                         publish_certificate(
                             self.publisher, self.signer.certificate_pem, self.signer.certificate_id
                         )
+                        publish_site_pages(
+                            self.publisher,
+                            site,
+                            self.signer.certificate_id,
+                            max_age=self._seconds_to_next_boundary(),
+                        )
                         published_certificate = True
                     for item in items:
+                        max_age = self._seconds_to_next_boundary()
                         publish_item(
-                            self.publisher, item, last_max_age=self._seconds_to_next_boundary()
+                            self.publisher,
+                            item,
+                            last_max_age=max_age,
+                            site=site,
+                            recent=state.recent_published(RECENT_PULSES),
                         )
                         failpoint("before-mark-published")
                         state.mark_published(item.seq, item.time_ms)
-                        archive_complete_days(self.publisher, state, item.time_ms)
+                        archive_complete_days(self.publisher, state, item.time_ms, max_age=max_age)
                         self._publish_batches(item.chain_index, item.pulse_index)
                         self._write_status(state, item.time_ms)
                     delay = 0.5

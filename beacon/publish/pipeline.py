@@ -1,18 +1,23 @@
 """What gets written for one committed pulse, and in which order.
 
 For each pulse: immutable objects first (entropy record, pulse, its time
-alias), then the time indexes, then the mutable pointers (`last`), so a
-reader never follows a pointer to something missing. ``publish_item`` is
-idempotent: after a crash it is simply run again from the outbox.
+alias, its HTML page), then the time indexes, then the mutable pointers
+(`last`) and the home page, so a reader never follows a pointer to something
+missing. ``publish_item`` is idempotent: after a crash it is simply run again
+from the outbox (the pulse page renders to the same bytes).
 
 Published pulses stay in the state until their UTC day is complete (a pulse of
 a later day is published); ``archive_complete_days`` then writes the day's
-archive (immutable) and only then forgets them, so a crash in between simply
-writes the same archive again.
+archive (immutable) and the day's HTML page, updates the list of days, and
+only then forgets them, so a crash in between simply writes the same again.
+
+The site's other pages (style sheet, "verify it yourself", fair draws, the
+list of days) are written at start by ``publish_site_pages``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import groupby
 
 from beacon_verifier import layout
@@ -23,6 +28,20 @@ from beacon.faults import failpoint
 from beacon.publish import JSON, OCTETS, PEM, Publisher
 from beacon.publish.archives import ARCHIVE_CONTENT_TYPE, ArchiveItem, build_day_archive
 from beacon.publish.indexes import update_indexes
+from beacon.publish.site import (
+    CSS,
+    DAY_PAGE_PREFIX,
+    HTML,
+    SiteInfo,
+    days_from_keys,
+    render_day_page,
+    render_days_page,
+    render_draw_page,
+    render_home,
+    render_pulse_page,
+    render_style,
+    render_verify_page,
+)
 from beacon.state import OutboxItem, State
 
 
@@ -35,16 +54,50 @@ def publish_certificate(
     )
 
 
-def publish_item(publisher: Publisher, item: OutboxItem, *, last_max_age: int) -> None:
-    """Write every object of one pulse, immutable ones first, then the ``last`` pointers."""
+def publish_site_pages(
+    publisher: Publisher, site: SiteInfo, certificate_id: bytes, *, max_age: int
+) -> None:
+    """Write the site's pages that do not follow pulses (mutable), once at start.
+
+    The style sheet, "verify it yourself", fair draws, and the list of days (so
+    the home page's link to it resolves before any day is complete).
+    """
+    publisher.put_mutable(*render_style(), content_type=CSS, max_age=max_age)
+    for key, page in (render_verify_page(site, certificate_id), render_draw_page(site)):
+        publisher.put_mutable(key, page, content_type=HTML, max_age=max_age)
+    publish_days_page(publisher, max_age=max_age)
+
+
+def publish_days_page(publisher: Publisher, *, max_age: int) -> None:
+    """Write the list of days from the day pages the store holds (mutable)."""
+    key, page = render_days_page(days_from_keys(publisher.list(DAY_PAGE_PREFIX)))
+    publisher.put_mutable(key, page, content_type=HTML, max_age=max_age)
+
+
+def publish_item(
+    publisher: Publisher,
+    item: OutboxItem,
+    *,
+    last_max_age: int,
+    site: SiteInfo,
+    recent: Sequence[OutboxItem],
+) -> None:
+    """Write every object of one pulse, immutable ones first, then the ``last`` pointers.
+
+    ``recent`` are pulses published before it, newest first, for the home page,
+    which is written last, with the ``last`` pointers' ``last_max_age``.
+    """
     c, p = item.chain_index, item.pulse_index
     publisher.put_immutable(layout.entropy_record_key(c, p), item.record, content_type=JSON)
     publisher.put_immutable(layout.pulse_key(c, p), item.pulse, content_type=JSON)
     failpoint("mid-publish")
     publisher.put_immutable(layout.time_key(item.time_ms), item.pulse, content_type=JSON)
+    publisher.put_immutable(*render_pulse_page(item), content_type=HTML)
     update_indexes(publisher, TimeEntry(time_ms=item.time_ms, chain=c, pulse=p))
     for key in (layout.chain_last_key(c), layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY):
         publisher.put_mutable(key, item.pulse, content_type=JSON, max_age=last_max_age)
+    home, page = render_home(site, item, recent, refresh_s=last_max_age)
+    publisher.put_mutable(home, page, content_type=HTML, max_age=last_max_age)
 
 
 def publish_batch(publisher: Publisher, batch: RawBatch) -> None:
@@ -52,11 +105,18 @@ def publish_batch(publisher: Publisher, batch: RawBatch) -> None:
     publisher.put_immutable(layout.batch_key(batch.batch_id), batch.data, content_type=OCTETS)
 
 
-def archive_complete_days(publisher: Publisher, state: State, latest_time_ms: int) -> None:
-    """Archive every day before the one of ``latest_time_ms`` whose pulses are still kept."""
+def archive_complete_days(
+    publisher: Publisher, state: State, latest_time_ms: int, *, max_age: int
+) -> None:
+    """Archive every day before the one of ``latest_time_ms`` whose pulses are still kept.
+
+    Each day gets its archive, then its page; then the list of days is
+    rewritten (with ``max_age``) and the day's pulses are forgotten.
+    """
     today = layout.day_start_ms(layout.day_of(latest_time_ms))
     done = state.published_before(today)
-    for day, items in groupby(done, key=lambda item: layout.day_of(item.time_ms)):
+    for day, group in groupby(done, key=lambda item: layout.day_of(item.time_ms)):
+        items = list(group)
         archive = build_day_archive(
             day,
             (
@@ -71,5 +131,7 @@ def archive_complete_days(publisher: Publisher, state: State, latest_time_ms: in
             ),
         )
         publisher.put_immutable(layout.archive_key(day), archive, content_type=ARCHIVE_CONTENT_TYPE)
+        publisher.put_immutable(*render_day_page(day, items), content_type=HTML)
     if done:
+        publish_days_page(publisher, max_age=max_age)
         state.forget_published_before(today)

@@ -13,9 +13,12 @@ from beacon_verifier import layout
 from beacon.entropy import EntropyDraw
 from beacon.publish.local import LocalDirPublisher
 from beacon.publish.pipeline import archive_complete_days, publish_item
+from beacon.publish.site import SiteInfo
 from beacon.pulse.keys import Signer
 from beacon.state import State
 from tests.unit.test_builder import MINUTE, build_chain, ms
+
+SITE_INFO = SiteInfo(name="test beacon", site_url="https://beacon.test", period_ms=60_000)
 
 
 def draw(n: int) -> EntropyDraw:
@@ -24,9 +27,9 @@ def draw(n: int) -> EntropyDraw:
 
 def publish_all(state: State, site: LocalDirPublisher) -> None:
     for item in state.outbox():
-        publish_item(site, item, last_max_age=60)
+        publish_item(site, item, last_max_age=60, site=SITE_INFO, recent=())
         state.mark_published(item.seq, item.time_ms)
-        archive_complete_days(site, state, item.time_ms)
+        archive_complete_days(site, state, item.time_ms, max_age=60)
 
 
 def test_day_archive_written_when_the_next_day_begins(tmp_path: Path, signer: Signer) -> None:
@@ -71,18 +74,18 @@ def test_archiving_again_after_a_crash_is_harmless(tmp_path: Path, signer: Signe
         state.commit_pulse(head=built.head, pulse=built.data, draw=draw(n), next_draw=draw(n + 1))
     items = state.outbox()
     for item in items:
-        publish_item(site, item, last_max_age=60)
+        publish_item(site, item, last_max_age=60, site=SITE_INFO, recent=())
         state.mark_published(item.seq, item.time_ms)
     state.close()
     with pytest.raises(SystemExit):
-        archive_complete_days(site, DiesBeforeForgetting(path), items[-1].time_ms)
+        archive_complete_days(site, DiesBeforeForgetting(path), items[-1].time_ms, max_age=60)
     key = layout.archive_key(date(2026, 3, 1))
     written = site.get(key)
     assert written is not None
 
     again = State(path)
     assert len(again.published_before(ms("2026-03-02T00:00:00"))) == 1  # still kept
-    archive_complete_days(site, again, items[-1].time_ms)  # the same bytes: accepted
+    archive_complete_days(site, again, items[-1].time_ms, max_age=60)  # the same bytes: accepted
     assert site.get(key) == written
     assert again.published_before(ms("2026-03-02T00:00:00")) == []
     assert [i.pulse_index for i in again.recent_published(10)] == [2]
