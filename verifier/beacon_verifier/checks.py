@@ -4,14 +4,19 @@ Every check raises a ``CheckError`` subclass naming the pulse, the check, and
 the expected and actual values; ``verify_pulse`` and ``ChainVerifier`` collect
 those into reports. Inputs are already-parsed pulses and certificate bytes; this
 module fetches nothing and reads no clock.
+
+A chain can be checked in one pass (``ChainVerifier.add`` for every pulse) or in
+contiguous segments checked independently, in other processes, and joined in
+order (``ChainVerifier.for_segment`` / ``segment`` / ``join``): the joined report
+holds the same failures as one pass, ordered by pulse index.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import date, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -35,6 +40,9 @@ from beacon_verifier.format import (
 )
 
 SKIP_LINK_TYPES = LINK_TYPES[1:]  # hour, day, month, year
+
+_PKCS1V15 = padding.PKCS1v15()
+_SHA512 = hashes.SHA512()
 
 
 def _short(value: bytes) -> str:
@@ -89,8 +97,8 @@ def check_signature(
         certificate.public_key.verify(
             pulse.signature_value,
             signed if signed is not None else signing_input(pulse),
-            padding.PKCS1v15(),
-            hashes.SHA512(),
+            _PKCS1V15,
+            _SHA512,
         )
     except InvalidSignature:
         raise SignatureError(
@@ -158,11 +166,21 @@ class PulseReport:
         return not self.failures and self.signature == "valid"
 
 
-def verify_pulse(pulse: Pulse, certificate: TrustedCertificate | None) -> PulseReport:
+#: An extra check on one pulse (a co-signature, say): returns the failures it found.
+#: Checks given to a parallel replay run in worker processes, so they must pickle
+#: (module-level functions).
+PulseCheck = Callable[[Pulse], Iterable[CheckError]]
+
+
+def verify_pulse(
+    pulse: Pulse,
+    certificate: TrustedCertificate | None,
+    extra_checks: Iterable[PulseCheck] = (),
+) -> PulseReport:
     """Run every single-pulse check, collecting failures instead of stopping at the first.
 
     Without a certificate the signature is reported ``unverifiable`` and
-    everything else is still checked.
+    everything else is still checked. ``extra_checks`` run last.
     """
     signed = signing_input(pulse)
     failures: list[CheckError] = []
@@ -184,6 +202,8 @@ def verify_pulse(pulse: Pulse, certificate: TrustedCertificate | None) -> PulseR
         check_chain_start(pulse)
     except CheckError as exc:
         failures.append(exc)
+    for extra in extra_checks:
+        failures.extend(extra(pulse))
     return PulseReport(
         chain_index=pulse.chain_index,
         pulse_index=pulse.pulse_index,
@@ -291,21 +311,63 @@ def check_pair(previous: Pulse, current: Pulse) -> list[ChainError]:
 
 # --- skip links ---------------------------------------------------------------
 
+_HOUR_MS = 3_600_000
+_DAY_MS = 86_400_000
+_EPOCH = date(1970, 1, 1)
+_MONTH_YEAR: dict[int, tuple[int, int]] = {}
+
+
+def unit_starts(time_ms: int) -> tuple[int, int, int, int]:
+    """Starts (Unix ms, UTC) of the hour, day, month and year that contain ``time_ms``."""
+    day = time_ms - time_ms % _DAY_MS
+    month_year = _MONTH_YEAR.get(day)
+    if month_year is None:
+        d = _EPOCH + timedelta(days=day // _DAY_MS)
+        month_year = (
+            (date(d.year, d.month, 1) - _EPOCH).days * _DAY_MS,
+            (date(d.year, 1, 1) - _EPOCH).days * _DAY_MS,
+        )
+        if len(_MONTH_YEAR) > 4096:
+            _MONTH_YEAR.clear()
+        _MONTH_YEAR[day] = month_year
+    return (time_ms - time_ms % _HOUR_MS, day, *month_year)
+
 
 def unit_start(time_ms: int, link_type: str) -> int:
     """Start (Unix ms, UTC) of the hour/day/month/year that contains ``time_ms``."""
-    t = datetime.fromtimestamp(time_ms // 1000, tz=UTC)
-    if link_type == "hour":
-        t = t.replace(minute=0, second=0)
-    elif link_type == "day":
-        t = t.replace(hour=0, minute=0, second=0)
-    elif link_type == "month":
-        t = t.replace(day=1, hour=0, minute=0, second=0)
-    elif link_type == "year":
-        t = t.replace(month=1, day=1, hour=0, minute=0, second=0)
-    else:
+    if link_type not in SKIP_LINK_TYPES:
         raise ValueError(f"not a skip-link type: {link_type}")
-    return int(t.timestamp()) * 1000
+    return unit_starts(time_ms)[SKIP_LINK_TYPES.index(link_type)]
+
+
+def link_failure(pulse_index: int, link_type: str, first: Pulse, actual: bytes) -> ChainError:
+    """The failure of a ``link_type`` link that should hold ``first``'s outputValue."""
+    return ChainError(
+        f"{link_type} link",
+        pulse_index=pulse_index,
+        detail=f"must be the outputValue of pulse {first.pulse_index}, "
+        f"the first of the {link_type} containing the previous pulse",
+        expected=_short(first.output_value),
+        actual=_short(actual),
+    )
+
+
+class _Inherited:
+    """Marks a link target left by the pulses before a segment (see ``SkipListTracker``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "INHERITED"
+
+    def __reduce__(self) -> str:
+        return "INHERITED"  # unpickles as the one instance
+
+
+INHERITED = _Inherited()
+
+#: A run of consecutive pulses ``first..last`` whose link held the same value.
+DeferredRun = tuple[int, int, bytes]
 
 
 @dataclass(slots=True)
@@ -315,61 +377,116 @@ class SkipListTracker:
     Feed it every pulse in index order with ``advance``. Where pulses are missing
     and the first pulse of a unit may be among them, that unit is unknown and its
     link is left unchecked rather than guessed.
+
+    With ``segment=True`` the tracker starts in the middle of a chain: until a
+    unit changes, its first pulse lies before the segment (``INHERITED``), and
+    the links that should point there are recorded in ``deferred`` for whoever
+    knows the pulses before (``resolve``).
     """
 
     last: Pulse | None = None
-    firsts: dict[str, Pulse | None] = field(default_factory=dict)
+    firsts: dict[str, Pulse | _Inherited | None] = field(default_factory=dict)
+    segment: bool = False
+    deferred: dict[str, list[DeferredRun]] = field(default_factory=dict)
+    _units: tuple[Pulse | None, tuple[int, ...]] = (None, ())  # unit_starts of ``last``
 
     def check(self, pulse: Pulse) -> list[ChainError]:
         """Check the hour/day/month/year links of ``pulse`` (the next pulse after ``last``)."""
-        if self.last is None or pulse.pulse_index != self.last.pulse_index + 1:
+        last = self.last
+        if last is None or pulse.pulse_index != last.pulse_index + 1:
             return []
         failures = []
-        for link_type in SKIP_LINK_TYPES:
+        links = pulse.list_values
+        for i, link_type in enumerate(SKIP_LINK_TYPES, 1):
             first = self.firsts.get(link_type)
             if first is None:
                 continue
-            actual = pulse.link(link_type)
-            if actual != first.output_value:
-                failures.append(
-                    ChainError(
-                        f"{link_type} link",
-                        pulse_index=pulse.pulse_index,
-                        detail=f"must be the outputValue of pulse {first.pulse_index}, "
-                        f"the first of the {link_type} containing the previous pulse",
-                        expected=_short(first.output_value),
-                        actual=_short(actual),
-                    )
-                )
+            actual = links[i].value
+            if isinstance(first, _Inherited):
+                self._defer(link_type, pulse.pulse_index, actual)
+            elif actual != first.output_value:
+                failures.append(link_failure(pulse.pulse_index, link_type, first, actual))
         return failures
+
+    def _defer(self, link_type: str, index: int, actual: bytes) -> None:
+        runs = self.deferred.setdefault(link_type, [])
+        if runs and runs[-1][1] == index - 1 and runs[-1][2] == actual:
+            runs[-1] = (runs[-1][0], index, actual)
+        else:
+            runs.append((index, index, actual))
 
     def advance(self, pulse: Pulse) -> None:
         """Record ``pulse`` as the newest pulse of the chain."""
         last = self.last
+        units = unit_starts(pulse.time_ms)
+        last_units = None
+        if last is not None:
+            known, last_units = self._units
+            if known is not last:
+                last_units = unit_starts(last.time_ms)
         consecutive = (
             last is not None
             and last.chain_index == pulse.chain_index
             and pulse.pulse_index == last.pulse_index + 1
         )
-        for link_type in SKIP_LINK_TYPES:
-            unit = unit_start(pulse.time_ms, link_type)
-            same_unit = last is not None and unit_start(last.time_ms, link_type) == unit
+        firsts = self.firsts
+        for i, link_type in enumerate(SKIP_LINK_TYPES):
+            same_unit = last_units is not None and last_units[i] == units[i]
             if pulse.pulse_index == 1 or (consecutive and not same_unit):
-                self.firsts[link_type] = pulse
+                firsts[link_type] = pulse
+            elif last is None and self.segment:
+                firsts[link_type] = INHERITED
             elif not same_unit:
                 # A unit change across missing pulses: its first may be among them.
-                self.firsts[link_type] = None
+                firsts[link_type] = None
         self.last = pulse
+        self._units = (pulse, units)
+
+    def resolve(self, segment: SkipListTracker) -> list[ChainError]:
+        """Continue with ``segment``, tracked from the pulse just ``advance``d here.
+
+        Checks the links ``segment`` deferred against the targets known here,
+        then takes on its state. Returns the failed links, pulse by pulse.
+        """
+        failures: list[ChainError] = []
+        for link_type in SKIP_LINK_TYPES:
+            first = self.firsts.get(link_type)
+            if isinstance(first, Pulse):
+                for lo, hi, actual in segment.deferred.get(link_type, ()):
+                    if actual != first.output_value:
+                        failures.extend(
+                            link_failure(index, link_type, first, actual)
+                            for index in range(lo, hi + 1)
+                        )
+            if link_type in segment.firsts:
+                end = segment.firsts[link_type]
+                if not isinstance(end, _Inherited):
+                    self.firsts[link_type] = end
+        failures.sort(key=_failure_order)
+        self.last = segment.last
+        return failures
+
+
+def _failure_order(failure: CheckError) -> int:
+    return -1 if failure.pulse_index is None else failure.pulse_index
 
 
 # --- chain replay -------------------------------------------------------------
 
 CertificateLookup = Callable[[bytes], TrustedCertificate | None]
 
+#: Failures and missing ranges a report lists in full; beyond these it only counts,
+#: so that memory stays bounded on a chain of any length, however broken.
+MAX_LISTED = 100_000
+
 
 @dataclass(slots=True)
 class ChainReport:
-    """What a chain replay found."""
+    """What a chain replay found.
+
+    ``failures`` and ``missing`` list the first ``MAX_LISTED`` of each;
+    ``failure_count`` and ``missing_count`` (pulses) count them all.
+    """
 
     pulses_checked: int = 0
     signatures_unverifiable: int = 0
@@ -381,10 +498,64 @@ class ChainReport:
     failures: list[CheckError] = field(default_factory=list)
     first_index: int | None = None
     last_index: int | None = None
+    failure_count: int = 0
+    missing_count: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.missing and not self.signatures_unverifiable
+        return (
+            not self.failure_count and not self.missing_count and not (self.signatures_unverifiable)
+        )
+
+    def fail(self, failures: Iterable[CheckError]) -> None:
+        """Record failed checks (listed up to ``MAX_LISTED``, all counted)."""
+        for failure in failures:
+            self.failure_count += 1
+            if len(self.failures) < MAX_LISTED:
+                self.failures.append(failure)
+
+    def add_missing(self, first: int, last: int) -> None:
+        """Record that pulses ``first``..``last`` could not be had (adjacent ranges merge)."""
+        self.missing_count += last - first + 1
+        if self.missing and self.missing[-1][1] == first - 1:
+            self.missing[-1] = (self.missing[-1][0], last)
+        elif len(self.missing) < MAX_LISTED:
+            self.missing.append((first, last))
+
+    def merge(self, other: ChainReport, failures: Iterable[CheckError] = ()) -> None:
+        """Append ``other``, the report of the pulses after these, and ``failures``
+        found between the two, keeping failures in pulse order."""
+        self.pulses_checked += other.pulses_checked
+        self.signatures_unverifiable += other.signatures_unverifiable
+        self.gaps += other.gaps
+        self.certificate_changes += other.certificate_changes
+        for lo, hi in other.missing:
+            self.add_missing(lo, hi)
+        self.missing_count += other.missing_count - sum(hi - lo + 1 for lo, hi in other.missing)
+        for totals, counts in (
+            (self.source_kinds, other.source_kinds),
+            (self.variants, other.variants),
+        ):
+            for key, n in counts.items():
+                totals[key] = totals.get(key, 0) + n
+        combined = [*other.failures, *failures]
+        combined.sort(key=_failure_order)
+        self.fail(combined)
+        self.failure_count += other.failure_count - len(other.failures)
+        if self.first_index is None:
+            self.first_index = other.first_index
+        if other.last_index is not None:
+            self.last_index = other.last_index
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A contiguous run of a chain checked on its own (``ChainVerifier.for_segment``),
+    to be ``join``ed after the pulses before it. Pickles, to cross processes."""
+
+    report: ChainReport
+    first: Pulse | None
+    skip: SkipListTracker
 
 
 @dataclass(slots=True)
@@ -392,13 +563,31 @@ class ChainVerifier:
     """Replays one chain pulse by pulse, in index order, and accumulates a ``ChainReport``.
 
     ``certificates`` maps a certificateId to its certificate (None when it
-    cannot be found: that pulse's signature is unverifiable, the rest is checked).
+    cannot be found: that pulse's signature is unverifiable, the rest is checked);
+    each certificateId is looked up once. ``extra_checks`` run on every pulse.
     """
 
     certificates: CertificateLookup
     report: ChainReport = field(default_factory=ChainReport)
     skip: SkipListTracker = field(default_factory=SkipListTracker)
+    extra_checks: tuple[PulseCheck, ...] = ()
+    first: Pulse | None = None
     _cert_cache: dict[bytes, TrustedCertificate | None] = field(default_factory=dict)
+
+    @classmethod
+    def for_segment(
+        cls, certificates: CertificateLookup, extra_checks: tuple[PulseCheck, ...] = ()
+    ) -> ChainVerifier:
+        """A verifier for pulses that continue a chain checked elsewhere (see ``join``)."""
+        return cls(
+            certificates=certificates,
+            skip=SkipListTracker(segment=True),
+            extra_checks=extra_checks,
+        )
+
+    def segment(self) -> Segment:
+        """What ``join`` needs of this verifier's pulses."""
+        return Segment(report=self.report, first=self.first, skip=self.skip)
 
     def _certificate(self, certificate_id: bytes) -> TrustedCertificate | None:
         if certificate_id not in self._cert_cache:
@@ -407,32 +596,22 @@ class ChainVerifier:
 
     def missing(self, first: int, last: int) -> None:
         """Note that pulses ``first``..``last`` could not be had."""
-        self.report.missing.append((first, last))
+        self.report.add_missing(first, last)
 
     def add(self, pulse: Pulse) -> None:
         """Check ``pulse`` alone and against the pulse added before it."""
         r = self.report
-        single = verify_pulse(pulse, self._certificate(pulse.certificate_id))
-        r.failures.extend(single.failures)
+        single = verify_pulse(pulse, self._certificate(pulse.certificate_id), self.extra_checks)
+        if single.failures:
+            r.fail(single.failures)
         if single.signature == "unverifiable":
             r.signatures_unverifiable += 1
         if single.output_variant is not None:
             key = single.output_variant.value
             r.variants[key] = r.variants.get(key, 0) + 1
-        previous = self.skip.last
-        if previous is not None and previous.chain_index == pulse.chain_index:
-            if pulse.pulse_index == previous.pulse_index + 1:
-                r.failures.extend(check_pair(previous, pulse))
-                r.failures.extend(self.skip.check(pulse))
-            elif pulse.pulse_index <= previous.pulse_index:
-                r.failures.append(
-                    ChainError(
-                        "pulseIndex",
-                        pulse_index=pulse.pulse_index,
-                        expected=f"greater than {previous.pulse_index}",
-                        actual=str(pulse.pulse_index),
-                    )
-                )
+        relations = self._relations(pulse)
+        if relations:
+            r.fail(relations)
         if pulse.status_code & STATUS_GAP:
             r.gaps += 1
         if pulse.status_code & STATUS_CERTIFICATE_CHANGED:
@@ -441,7 +620,43 @@ class ChainVerifier:
         r.pulses_checked += 1
         if r.first_index is None:
             r.first_index = pulse.pulse_index
+            self.first = pulse
         r.last_index = pulse.pulse_index
+
+    def _relations(self, pulse: Pulse) -> list[ChainError]:
+        """The failed relations between ``pulse`` and the pulse tracked before it."""
+        previous = self.skip.last
+        if previous is None or previous.chain_index != pulse.chain_index:
+            return []
+        if pulse.pulse_index == previous.pulse_index + 1:
+            return check_pair(previous, pulse) + self.skip.check(pulse)
+        if pulse.pulse_index <= previous.pulse_index:
+            return [
+                ChainError(
+                    "pulseIndex",
+                    pulse_index=pulse.pulse_index,
+                    expected=f"greater than {previous.pulse_index}",
+                    actual=str(pulse.pulse_index),
+                )
+            ]
+        return []
+
+    def join(self, segment: Segment) -> None:
+        """Continue with ``segment``: the pulses after those added or joined so far.
+
+        Checks what the segment could not see alone (its first pulse against the
+        pulse before it, and the skip links that point before it) and merges its
+        report, so that the result is that of ``add``ing its pulses here.
+        """
+        found: list[CheckError] = []
+        first = segment.first
+        if first is not None:
+            found.extend(self._relations(first))
+            self.skip.advance(first)
+            found.extend(self.skip.resolve(segment.skip))
+            if self.first is None:
+                self.first = first
+        self.report.merge(segment.report, found)
 
     def count_source(self, kind: str) -> None:
         """Count a pulse's entropy source kind (from its verified entropy record)."""

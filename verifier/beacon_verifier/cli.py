@@ -1,5 +1,9 @@
 """``beacon-verify``: check pulses and chains of a NIST-format beacon.
 
+Subcommands: ``pulse`` (one pulse), ``chain`` (replay a range), ``time`` (the
+pulse NIST would answer for a time), ``skiplist`` (prove an old pulse is an
+ancestor of a newer one), ``draw`` (fair draws). Every command takes ``--json``.
+
 Exit codes: 0 valid, 1 invalid, 2 usage error, 3 could not fetch or read.
 Thin by design: parse arguments, make one library call, print, map errors.
 """
@@ -9,17 +13,74 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from beacon_verifier import __version__, drawcmd, layout
-from beacon_verifier.checks import PulseReport, TrustedCertificate, verify_pulse
+from beacon_verifier.checks import ChainReport, PulseReport, TrustedCertificate, verify_pulse
+from beacon_verifier.drawcmd import _parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
-from beacon_verifier.format import Pulse, parse_pulse
-from beacon_verifier.replay import Progress, failure_as_dict, replay_chain, report_as_json
+from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, format_timestamp, parse_pulse
+from beacon_verifier.lookup import pulse_by_time
+from beacon_verifier.replay import (
+    MAX_JOBS,
+    Progress,
+    certificate_lookup,
+    failure_as_dict,
+    fetch_entropy_verdict,
+    replay_chain,
+    report_as_dict,
+)
+from beacon_verifier.skiplist import SkipPath, skip_path
+from beacon_verifier.timeindex import Kind
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE, EXIT_FETCH = 0, 1, 2, 3
+#: A bare number below this is a pulse index, from it on Unix milliseconds (1973-03-03).
+_FIRST_TIME_MS = 10**11
+
+
+class UsageError(VerifierError):
+    """The arguments make no sense together (exit 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """A point of a chain given as a time (Unix ms), not a pulse index."""
+
+    t_ms: int
+
+
+def _point(text: str) -> int | _At:
+    """P|TIME: a pulse index, or a time (ISO 8601 with a zone, or Unix ms)."""
+    if text.isascii() and text.isdigit() and int(text) < _FIRST_TIME_MS:
+        if int(text) < 1:
+            raise argparse.ArgumentTypeError("pulse indexes start at 1")
+        return int(text)
+    return _At(_time(text))
+
+
+def _time(text: str) -> int:
+    """TIMESTAMP: ISO 8601 with a zone, or Unix ms; within the years 1970..9999."""
+    t_ms = _parse_time(text)
+    if not 0 <= t_ms < 253_402_300_800_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside the years 1970..9999")
+    return t_ms
+
+
+def _index(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number from 1")
+    return int(text)
+
+
+def _jobs(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"must be a number of processes, 1..{MAX_JOBS}")
+    return int(text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,13 +106,52 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(run=_cmd_pulse)
 
-    c = sub.add_parser("chain", help="replay and verify a chain from a site")
-    c.add_argument("source", metavar="SOURCE", help="directory, http(s):// URL or s3://bucket")
-    c.add_argument("--chain", type=int, help="chain index (default: the latest chain)")
-    c.add_argument("--from", dest="first", type=int, default=1, metavar="P")
-    c.add_argument("--to", dest="last", type=int, metavar="P")
+    source_help = "site root: directory, http(s):// URL or s3://bucket/prefix"
+    point_help = "pulse index, or time: ISO 8601 with a zone (2026-01-01T00:00Z) or Unix ms"
+    c = sub.add_parser("chain", help="replay and verify a chain (default: all of the latest)")
+    c.add_argument("source", metavar="SOURCE", help=source_help)
+    c.add_argument("--chain", type=_index, help="chain index (default: the latest chain)")
+    c.add_argument(
+        "--from", dest="first", type=_point, metavar="P|TIME", help=f"first pulse: {point_help}"
+    )
+    c.add_argument(
+        "--to", dest="last", type=_point, metavar="P|TIME", help=f"last pulse: {point_help}"
+    )
+    c.add_argument("--jobs", type=_jobs, default=1, metavar="N", help="worker processes (1)")
+    c.add_argument(
+        "--no-archives",
+        dest="archives",
+        action="store_false",
+        help="read every pulse from its own object, not from daily archives",
+    )
     c.add_argument("--json", action="store_true", help="print a machine-readable report")
     c.set_defaults(run=_cmd_chain)
+
+    t = sub.add_parser("time", help="fetch and verify the pulse NIST answers for a time")
+    t.add_argument("source", metavar="SOURCE", help=source_help)
+    t.add_argument(
+        "timestamp",
+        type=_time,
+        metavar="TIMESTAMP",
+        help="ISO 8601 with a zone (2026-01-01T12:00:00Z) or Unix ms",
+    )
+    which = t.add_mutually_exclusive_group()
+    which.add_argument(
+        "--previous", dest="kind", action="store_const", const="previous", help="last before it"
+    )
+    which.add_argument(
+        "--next", dest="kind", action="store_const", const="next", help="first after it"
+    )
+    t.add_argument("--json", action="store_true", help="print a machine-readable report")
+    t.set_defaults(run=_cmd_time, kind="at_or_after")
+
+    k = sub.add_parser("skiplist", help="prove with few pulses that OLDER precedes NEWER")
+    k.add_argument("source", metavar="SOURCE", help=source_help)
+    k.add_argument("older", type=_point, metavar="OLDER", help=point_help)
+    k.add_argument("newer", type=_point, metavar="NEWER", help=point_help)
+    k.add_argument("--chain", type=_index, help="chain index (default: the latest chain)")
+    k.add_argument("--json", action="store_true", help="print a machine-readable report")
+    k.set_defaults(run=_cmd_skiplist)
     drawcmd.register(sub)
     return parser
 
@@ -76,19 +176,16 @@ def _certificate_for(pulse: Pulse, args: argparse.Namespace) -> TrustedCertifica
     return cert if cert.certificate_id == pulse.certificate_id else None
 
 
-def _pulse_report_json(report: PulseReport) -> str:
-    return json.dumps(
-        {
-            "ok": report.ok,
-            "chainIndex": report.chain_index,
-            "pulseIndex": report.pulse_index,
-            "timeStamp": report.time_stamp,
-            "signature": report.signature,
-            "outputVariant": report.output_variant.value if report.output_variant else None,
-            "failures": [failure_as_dict(f) for f in report.failures],
-        },
-        indent=2,
-    )
+def _pulse_report_dict(report: PulseReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "chainIndex": report.chain_index,
+        "pulseIndex": report.pulse_index,
+        "timeStamp": report.time_stamp,
+        "signature": report.signature,
+        "outputVariant": report.output_variant.value if report.output_variant else None,
+        "failures": [failure_as_dict(f) for f in report.failures],
+    }
 
 
 def _cmd_pulse(args: argparse.Namespace) -> int:
@@ -103,65 +200,229 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     report = verify_pulse(pulse, _certificate_for(pulse, args))
     if args.json:
-        print(_pulse_report_json(report))
+        _print_json(_pulse_report_dict(report))
     else:
-        for failure in report.failures:
-            print(failure.describe())
-        if report.signature == "unverifiable":
-            print(
-                f"pulse {pulse.pulse_index}: signature unverifiable: no certificate "
-                f"{pulse.certificate_id.hex()[:16]}… (pass --cert or --source)"
-            )
-        if report.ok:
-            variant = report.output_variant.value if report.output_variant else "?"
-            print(
-                f"pulse {pulse.chain_index}/{pulse.pulse_index} at {pulse.time_stamp}: valid "
-                f"(signature, certificateId, outputValue [{variant}])"
-            )
+        _print_pulse_verdict(pulse, report, list(report.failures), " (pass --cert or --source)")
     return EXIT_VALID if report.ok else EXIT_INVALID
 
 
 def _progress(enabled: bool) -> Progress | None:
-    """A progress line on a terminal; nothing when piped."""
+    """A progress bar on a terminal (stderr); nothing when piped."""
     if not enabled:
         return None
+    started = time.monotonic()
+    shown = [0.0]
 
     def show(done: int, total: int) -> None:
-        if done == total or done % 100 == 0:
-            sys.stderr.write(f"\r  checked {done}/{total} pulses")
-            if done == total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+        now = time.monotonic()
+        if done < total and now - shown[0] < 0.2:
+            return
+        shown[0] = now
+        width = 30
+        filled = width * done // max(total, 1)
+        rate = done / max(now - started, 1e-9)
+        sys.stderr.write(
+            f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} pulses, {rate:,.0f}/s "
+        )
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
 
     return show
 
 
+def _print_json(doc: dict[str, Any]) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+def _resolve(source: Source, point: int | _At | None, end: str) -> tuple[int | None, int | None]:
+    """(chain, pulse index) of a ``--from``/``--to`` point: a time becomes the first pulse
+    at or after it (``from``) or the last at or before it (``to``)."""
+    if point is None or isinstance(point, int):
+        return None, point
+    if end == "from":
+        pulse = pulse_by_time(source, "at_or_after", point.t_ms)
+        what = "at or after"
+    else:
+        pulse = pulse_by_time(source, "previous", point.t_ms + 1)
+        what = "at or before"
+    if pulse is None:
+        raise FetchError(f"{source.describe()}: no pulse {what} {format_timestamp(point.t_ms)}")
+    return pulse.chain_index, pulse.pulse_index
+
+
+def _chain_of(given: int | None, *found: int | None) -> int | None:
+    """The chain the arguments name; they must agree."""
+    chains = {c for c in (given, *found) if c is not None}
+    if len(chains) > 1:
+        raise UsageError(
+            "the range spans chains "
+            + " and ".join(map(str, sorted(chains)))
+            + ": verify one chain at a time (--chain)"
+        )
+    return chains.pop() if chains else None
+
+
 def _cmd_chain(args: argparse.Namespace) -> int:
     source = open_source(args.source)
-    show = _progress(sys.stderr.isatty() and not args.json)
+    chain_a, first = _resolve(source, args.first, "from")
+    chain_b, last = _resolve(source, args.last, "to")
+    chain = _chain_of(args.chain, chain_a, chain_b)
+    first = 1 if first is None else first
+    if last is not None and last < first:
+        raise UsageError(f"--from {first} is after --to {last}")
     report = replay_chain(
         source,
-        chain=args.chain,
-        first=args.first,
-        last=args.last,
-        progress=show,
+        chain=chain,
+        first=first,
+        last=last,
+        jobs=args.jobs,
+        archives=args.archives,
+        progress=_progress(sys.stderr.isatty() and not args.json),
     )
     if args.json:
-        print(report_as_json(report))
+        _print_json(report_as_dict(report))
     else:
-        for failure in report.failures:
-            print(failure.describe())
-        for lo, hi in report.missing:
-            print(f"pulses {lo}..{hi}: missing" if hi > lo else f"pulse {lo}: missing")
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.source_kinds.items())) or "none"
-        print(
-            f"{report.pulses_checked} pulses checked ({report.first_index}..{report.last_index}); "
-            f"gaps {report.gaps}; certificate changes {report.certificate_changes}; "
-            f"unverifiable signatures {report.signatures_unverifiable}; "
-            f"entropy sources: {kinds}; failures {len(report.failures)}: "
-            + ("VALID" if report.ok else "INVALID")
-        )
+        _print_chain_report(report)
     return EXIT_VALID if report.ok else EXIT_INVALID
+
+
+def _print_chain_report(report: ChainReport) -> None:
+    for failure in report.failures:
+        print(failure.describe())
+    if report.failure_count > len(report.failures):
+        print(f"... and {report.failure_count - len(report.failures)} more failures")
+    for lo, hi in report.missing:
+        print(f"pulses {lo}..{hi}: missing" if hi > lo else f"pulse {lo}: missing")
+    if report.missing_count > sum(hi - lo + 1 for lo, hi in report.missing):
+        print("... and more missing pulses")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.source_kinds.items())) or "none"
+    print(
+        f"{report.pulses_checked} pulses checked ({report.first_index}..{report.last_index}); "
+        f"entropy sources: {kinds}; gaps {report.gaps}; "
+        f"certificate changes {report.certificate_changes}; "
+        f"missing {report.missing_count}; "
+        f"unverifiable signatures {report.signatures_unverifiable}; "
+        f"failures {report.failure_count}: " + ("VALID" if report.ok else "INVALID")
+    )
+
+
+_RELATION = {"at_or_after": "at or after", "previous": "before", "next": "after"}
+
+
+def _cmd_time(args: argparse.Namespace) -> int:
+    source = open_source(args.source)
+    kind: Kind = args.kind
+    when = format_timestamp(args.timestamp)
+    pulse = pulse_by_time(source, kind, args.timestamp)
+    if pulse is None:
+        raise FetchError(f"{source.describe()}: no pulse {_RELATION[kind]} {when}")
+    report = verify_pulse(pulse, certificate_lookup(source)(pulse.certificate_id))
+    entropy_kind, entropy_failures = fetch_entropy_verdict(source, pulse)
+    failures = [*report.failures, *entropy_failures]
+    ok = report.ok and not failures
+    shown = json.loads(pulse.raw or b"null")  # re-serialized for display only (ASCII-safe)
+    if args.json:
+        doc = {
+            "query": {"kind": kind, "time": args.timestamp, "timeStamp": when},
+            **_pulse_report_dict(report),
+            "ok": ok,
+            "entropySource": entropy_kind,
+            "failures": [failure_as_dict(f) for f in failures],
+            "pulse": shown,
+        }
+        _print_json(doc)
+        return EXIT_VALID if ok else EXIT_INVALID
+    print(json.dumps(shown, indent=2))
+    print(
+        f"the pulse {_RELATION[kind]} {when} is pulse {pulse.chain_index}/{pulse.pulse_index} "
+        f"at {pulse.time_stamp}"
+    )
+    _print_pulse_verdict(pulse, report, failures)
+    if entropy_kind is not None:
+        print(f"entropy record: valid ({entropy_kind})")
+    return EXIT_VALID if ok else EXIT_INVALID
+
+
+def _print_pulse_verdict(
+    pulse: Pulse, report: PulseReport, failures: list[CheckError], hint: str = ""
+) -> None:
+    for failure in failures:
+        print(failure.describe())
+    if report.signature == "unverifiable":
+        print(
+            f"pulse {pulse.pulse_index}: signature unverifiable: no certificate "
+            f"{pulse.certificate_id.hex()[:16]}…{hint}"
+        )
+    elif report.ok:
+        variant = report.output_variant.value if report.output_variant else "?"
+        print(
+            f"pulse {pulse.chain_index}/{pulse.pulse_index} at {pulse.time_stamp}: valid "
+            f"(signature, certificateId, outputValue [{variant}])"
+        )
+
+
+def _cmd_skiplist(args: argparse.Namespace) -> int:
+    source = open_source(args.source)
+    chain_a, older = _resolve(source, args.older, "from")
+    chain_b, newer = _resolve(source, args.newer, "to")
+    assert older is not None and newer is not None
+    chain = _chain_of(args.chain, chain_a, chain_b)
+    if older >= newer:
+        raise UsageError(f"OLDER (pulse {older}) must come before NEWER (pulse {newer})")
+    if chain is None:
+        chain = _latest_chain(source)
+    path = skip_path(source, chain, older, newer, certificate_lookup(source))
+    if args.json:
+        _print_json(_skip_path_dict(path))
+    else:
+        _print_skip_path(path)
+    return EXIT_VALID if path.ok else EXIT_INVALID
+
+
+def _latest_chain(source: Source) -> int:
+    data = source.get(layout.LAST_KEY, max_bytes=MAX_PULSE_BYTES)
+    if data is None:
+        raise FetchError(f"{source.describe()}: no {layout.LAST_KEY}; name the chain (--chain)")
+    return parse_pulse(data).chain_index
+
+
+def _skip_path_dict(path: SkipPath) -> dict[str, Any]:
+    return {
+        "ok": path.ok,
+        "chain": path.chain,
+        "older": path.older,
+        "newer": path.newer,
+        "complete": path.complete,
+        "pulses": len(path.steps),
+        "path": [
+            {
+                "pulseIndex": step.pulse.pulse_index,
+                "timeStamp": step.pulse.time_stamp,
+                "outputValue": step.pulse.output_value.hex().upper(),
+                "via": step.via,
+            }
+            for step in path.steps
+        ],
+        "signaturesUnverifiable": path.signatures_unverifiable,
+        "failures": [failure_as_dict(f) for f in path.failures],
+    }
+
+
+def _print_skip_path(path: SkipPath) -> None:
+    for step in path.steps:
+        via = f"  --{step.via}--> " if step.via else ""
+        print(f"{via}pulse {step.pulse.pulse_index} at {step.pulse.time_stamp}")
+    for failure in path.failures:
+        print(failure.describe())
+    if path.signatures_unverifiable:
+        print(f"{path.signatures_unverifiable} signatures unverifiable: no certificate found")
+    verdict = "VALID" if path.ok else "INVALID"
+    reached = "" if path.complete else f" (stopped before reaching {path.older})"
+    print(
+        f"path of {len(path.steps)} pulses from {path.newer} back to {path.older} "
+        f"on chain {path.chain}{reached}: {verdict}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
+    except UsageError as exc:
+        print(f"beacon-verify: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except FetchError as exc:
         print(f"beacon-verify: could not fetch: {exc}", file=sys.stderr)
         return EXIT_FETCH

@@ -3,24 +3,49 @@
 A ``Source`` answers ``get(key)`` with the bytes stored under a site-relative
 key (see ``layout``), or None when there is none (404, no such file). Every
 other failure raises ``FetchError`` with one line naming what could not be had.
-Objects are capped in size; HTTP has timeouts and retries transient errors only.
+
+Sources are hostile until checked, so every read is bounded:
+
+- every object is capped in size (``max_bytes``; ``TooLargeError`` beyond it),
+  and the cap is enforced while reading, never after;
+- HTTP has a timeout per socket operation and a deadline per object, retries
+  only transient failures (connection errors, timeouts, 408/425/429/5xx) with
+  backoff, follows at most a few redirects and only to http(s), and refuses
+  content it would have to decode (``Content-Encoding``);
+- S3 has connect and read timeouts and botocore's bounded retries.
+
+``read_chunks`` streams an object in pieces (daily archives), so a large object
+never sits in memory whole. Sources pickle, so that worker processes can open
+them again.
 """
 
 from __future__ import annotations
 
+import http.client
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from beacon_verifier.errors import FetchError
 
-MAX_OBJECT_BYTES = 8 * 1024 * 1024  # a daily archive is ~2 MB; a pulse ~3 KB
-HTTP_TIMEOUT = 15.0
+MAX_OBJECT_BYTES = 8 * 1024 * 1024  # a pulse is ~3 KB, an index object ~90 KB at most
+HTTP_TIMEOUT = 15.0  # seconds, per connect or read
+HTTP_DEADLINE = 120.0  # seconds for one object, however slowly it trickles in
 HTTP_RETRIES = 3
+HTTP_MAX_REDIRECTS = 5
 _TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+_CHUNK = 1024 * 1024
+_O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_USER_AGENT = "beacon-verify/0.1"
+
+
+class TooLargeError(FetchError):
+    """An object is larger than the cap for its kind: a hostile or broken site."""
 
 
 class Source(Protocol):
@@ -31,18 +56,63 @@ class Source(Protocol):
     def describe(self) -> str: ...
 
 
+class _Stream(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 def _check_key(key: str) -> str:
-    parts = key.split("/")
-    if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    """``key`` if it is a relative path of plain names (no empty, ``.`` or ``..`` part)."""
+    wrapped = f"/{key}/"
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
         raise FetchError(f"refusing unsafe key {key!r}")
     return key
 
 
-def _read_capped(stream: Any, max_bytes: int, what: str) -> bytes:
-    data: bytes = stream.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise FetchError(f"{what}: larger than {max_bytes} bytes")
-    return data
+def _read_capped(stream: Any, max_bytes: int, what: str, deadline: float | None = None) -> bytes:
+    """Read all of ``stream``, refusing more than ``max_bytes`` (and a passed ``deadline``)."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        part: bytes = stream.read(min(_CHUNK, max_bytes + 1 - total))
+        if not part:
+            return b"".join(parts)
+        total += len(part)
+        if total > max_bytes:
+            raise TooLargeError(f"{what}: larger than {max_bytes} bytes")
+        parts.append(part)
+        if deadline is not None and time.monotonic() > deadline:
+            raise FetchError(f"{what}: no complete answer within {HTTP_DEADLINE:.0f} s")
+
+
+_READ_ERRORS: tuple[type[Exception], ...] = (OSError, http.client.HTTPException)
+
+
+def _chunks(
+    stream: _Stream,
+    max_bytes: int,
+    what: str,
+    deadline: float | None,
+    errors: tuple[type[Exception], ...] = _READ_ERRORS,
+) -> Iterator[bytes]:
+    """Yield ``stream`` in pieces, refusing more than ``max_bytes``; closes it when done.
+
+    ``errors`` raised while reading (a connection that drops mid-way) become ``FetchError``.
+    """
+    total = 0
+    try:
+        while part := stream.read(_CHUNK):
+            total += len(part)
+            if total > max_bytes:
+                raise TooLargeError(f"{what}: larger than {max_bytes} bytes")
+            if deadline is not None and time.monotonic() > deadline:
+                raise FetchError(f"{what}: no complete answer within {HTTP_DEADLINE:.0f} s")
+            yield part
+    except errors as exc:
+        raise FetchError(f"{what}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        stream.close()
 
 
 class LocalSource:
@@ -50,34 +120,88 @@ class LocalSource:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._prefix = os.path.join(root, "")
 
     def describe(self) -> str:
         return str(self.root)
 
-    def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
-        path = self.root / _check_key(key)
+    def __reduce__(self) -> tuple[type[LocalSource], tuple[Path]]:
+        return (LocalSource, (self.root,))
+
+    def _open(self, key: str) -> tuple[IO[bytes], str] | None:
+        path = self._prefix + _check_key(key)
         try:
-            with path.open("rb") as fh:
-                return _read_capped(fh, max_bytes, str(path))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except IsADirectoryError:
+            return open(path, "rb", buffering=0), path  # the callers close it
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as exc:
             raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
+    def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
+        # os-level calls: replaying a chain reads two small files per pulse.
+        path = self._prefix + _check_key(key)
+        try:
+            fd = os.open(path, _O_READ)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            want = min(max_bytes + 1, _CHUNK)
+            data = os.read(fd, want)
+            if len(data) == want:  # a short read of a file is its end
+                more = os.read(fd, max_bytes + 1 - len(data))
+                while more and len(data) <= max_bytes:
+                    data += more
+                    more = os.read(fd, max_bytes + 1 - len(data))
+        except IsADirectoryError:
+            return None
+        except OSError as exc:
+            raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+        if len(data) > max_bytes:
+            raise TooLargeError(f"{path}: larger than {max_bytes} bytes")
+        return data
 
-def http_get(url: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
-    """GET ``url``; None on 404/410. Retries transient failures with backoff."""
+    def stream(self, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
+        found = self._open(key)
+        return None if found is None else _chunks(found[0], max_bytes, found[1], None)
+
+
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow at most ``HTTP_MAX_REDIRECTS`` redirects, and only to http(s)."""
+
+    max_redirections = HTTP_MAX_REDIRECTS
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise FetchError(f"{req.full_url}: redirected to a non-http(s) URL {newurl[:80]!r}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SafeRedirects)
+
+
+def _http_open(url: str) -> Any | None:
+    """The response to GET ``url``; None on 404/410. Retries transient failures with backoff."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise FetchError(f"{url}: not an http(s) URL")
     delay = 0.5
     for attempt in range(HTTP_RETRIES):
-        request = urllib.request.Request(  # noqa: S310 - scheme checked by the caller
-            url, headers={"User-Agent": "beacon-verify/0.1"}
-        )
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
-                return _read_capped(response, max_bytes, url)
+            response = _OPENER.open(request, timeout=HTTP_TIMEOUT)
         except urllib.error.HTTPError as exc:
+            exc.close()
             if exc.code in (404, 410):
                 return None
             if exc.code not in _TRANSIENT_HTTP or attempt == HTTP_RETRIES - 1:
@@ -86,9 +210,30 @@ def http_get(url: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
             if attempt == HTTP_RETRIES - 1:
                 reason = getattr(exc, "reason", exc)
                 raise FetchError(f"{url}: {reason}") from None
+        except ValueError as exc:  # e.g. a malformed URL or port
+            raise FetchError(f"{url}: {exc}") from None
+        else:
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                response.close()
+                raise FetchError(f"{url}: served with Content-Encoding {encoding[:20]!r}")
+            return response
         time.sleep(delay)
         delay *= 2
-    raise FetchError(f"{url}: no answer")  # pragma: no cover - loop always returns or raises
+    raise FetchError(f"{url}: no answer")  # pragma: no cover - the loop returns or raises
+
+
+def http_get(url: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
+    """GET ``url``; None on 404/410. Bounded in size and time; retries transient failures."""
+    response = _http_open(url)
+    if response is None:
+        return None
+    try:
+        return _read_capped(response, max_bytes, url, time.monotonic() + HTTP_DEADLINE)
+    except _READ_ERRORS as exc:  # reset, timed out or cut short mid-body
+        raise FetchError(f"{url}: {getattr(exc, 'strerror', None) or exc!r}") from None
+    finally:
+        response.close()
 
 
 class HttpSource:
@@ -100,8 +245,18 @@ class HttpSource:
     def describe(self) -> str:
         return self.base_url
 
+    def __reduce__(self) -> tuple[type[HttpSource], tuple[str]]:
+        return (HttpSource, (self.base_url,))
+
     def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
         return http_get(f"{self.base_url}/{_check_key(key)}", max_bytes=max_bytes)
+
+    def stream(self, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
+        url = f"{self.base_url}/{_check_key(key)}"
+        response = _http_open(url)
+        if response is None:
+            return None
+        return _chunks(response, max_bytes, url, time.monotonic() + HTTP_DEADLINE)
 
 
 class S3Source:
@@ -115,6 +270,7 @@ class S3Source:
             raise FetchError("s3:// sources need boto3: pip install 'beacon-verifier[s3]'") from exc
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
         self._client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -124,20 +280,61 @@ class S3Source:
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
+    def __reduce__(self) -> tuple[type[S3Source], tuple[str, str, str | None]]:
+        return (S3Source, (self.bucket, self.prefix, self.endpoint_url))
+
+    def _body(self, key: str) -> tuple[Any, str] | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         full = f"{self.prefix}/{_check_key(key)}" if self.prefix else key
+        where = f"s3://{self.bucket}/{full}"
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=full)
-            return _read_capped(response["Body"], max_bytes, f"s3://{self.bucket}/{full}")
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 return None
-            raise FetchError(f"s3://{self.bucket}/{full}: {code or 'error'}") from None
+            raise FetchError(f"{where}: {code or 'error'}") from None
         except BotoCoreError as exc:
-            raise FetchError(f"s3://{self.bucket}/{full}: {exc}") from None
+            raise FetchError(f"{where}: {exc}") from None
+        return response["Body"], where
+
+    def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
+        from botocore.exceptions import BotoCoreError
+
+        found = self._body(key)
+        if found is None:
+            return None
+        body, where = found
+        try:
+            return _read_capped(body, max_bytes, where)
+        except BotoCoreError as exc:
+            raise FetchError(f"{where}: {exc}") from None
+        finally:
+            body.close()
+
+    def stream(self, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
+        from botocore.exceptions import BotoCoreError
+
+        found = self._body(key)
+        if found is None:
+            return None
+        return _chunks(found[0], max_bytes, found[1], None, (OSError, BotoCoreError))
+
+
+def read_chunks(source: Source, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
+    """The object under ``key`` in pieces (at most ``max_bytes`` in all), or None if absent.
+
+    Sources that can stream (``stream``) do; from others the object comes whole.
+    Raises ``TooLargeError`` past ``max_bytes`` and ``FetchError`` as ``get`` does,
+    possibly while iterating.
+    """
+    stream = getattr(source, "stream", None)
+    if stream is not None:
+        pieces: Iterator[bytes] | None = stream(key, max_bytes=max_bytes)
+        return pieces
+    data = source.get(key, max_bytes=max_bytes)
+    return None if data is None else iter((data,))
 
 
 def open_source(spec: str) -> Source:
@@ -147,6 +344,8 @@ def open_source(spec: str) -> Source:
     """
     parsed = urllib.parse.urlsplit(spec)
     if parsed.scheme in ("http", "https"):
+        if not parsed.netloc:
+            raise FetchError(f"{spec}: an http(s) source needs a host")
         return HttpSource(spec)
     if parsed.scheme == "s3":
         if not parsed.netloc:

@@ -1,24 +1,79 @@
-"""Replaying a chain from a site: fetch pulses in order, check them, report.
+"""Replaying a chain from a site: read its pulses in order, check them, report.
 
-The I/O (a ``Source``) is passed in; the checks are ``checks.ChainVerifier``.
+**Reading** (``read_chain``). Pulse ``p`` of chain ``c`` is the object
+``layout.pulse_key(c, p)`` with its entropy record ``layout.entropy_record_key(c, p)``,
+except that where the site has the daily archive of a UTC day
+(``layout.archive_key``: that day's pulses and records in one gzip file), the
+pulses of that day come from it: one GET instead of two per pulse. Archives
+exist only for complete days and may be absent altogether; days without one are
+read pulse by pulse. A pulse neither place has is *missing*: reported, never
+fatal. An archive that is malformed, oversized or contradicts itself or the
+site is reported as an ``archive`` failure and the day is read pulse by pulse.
+A pulse object that cannot be fetched at all (not: is absent) stops the replay
+with ``FetchError``.
+
+**Checking** is ``checks.ChainVerifier``. The range is cut into segments of
+about a day (aligned to the days of the archives), each checked on its own,
+here or in ``jobs`` worker processes, then joined in order: the join checks
+what a segment cannot see alone (its first pulse against the one before, skip
+links that point before it), so the report is the same for any ``jobs``.
+Memory holds a segment's pulse at a time, a piece of one archive, and the
+report, whatever the length of the chain.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
 
 from beacon_verifier import layout
-from beacon_verifier.checks import ChainReport, ChainVerifier, TrustedCertificate
+from beacon_verifier.archive import MAX_ARCHIVE_BYTES, MAX_RECORD_BYTES, iter_day_archive
+from beacon_verifier.checks import (
+    ChainReport,
+    ChainVerifier,
+    PulseCheck,
+    Segment,
+    TrustedCertificate,
+)
 from beacon_verifier.errors import ChainError, CheckError, FetchError, PulseFormatError
-from beacon_verifier.fetch import Source
-from beacon_verifier.format import Pulse, load_json, parse_pulse
+from beacon_verifier.fetch import Source, TooLargeError, read_chunks
+from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, load_json, parse_pulse
 
+__all__ = [
+    "MAX_JOBS",
+    "MAX_RECORD_BYTES",
+    "ArchiveProblem",
+    "EntropyCheck",
+    "Progress",
+    "Slot",
+    "certificate_lookup",
+    "chain_tip",
+    "check_entropy_record",
+    "entropy_verdict",
+    "failure_as_dict",
+    "fetch_entropy_verdict",
+    "latest_pulse",
+    "plan_segments",
+    "read_chain",
+    "replay_chain",
+    "report_as_dict",
+    "report_as_json",
+]
+
+#: ``progress(done, total)``: pulses of the range dealt with so far.
 Progress = Callable[[int, int], None]
 
-MAX_RECORD_BYTES = 64 * 1024
+DAY_MS = 86_400_000
+#: A segment holds whole days and at least this many pulses (when the range has them).
+SEGMENT_PULSES = 1024
+MAX_JOBS = 64
 
 
 def certificate_lookup(source: Source) -> Callable[[bytes], TrustedCertificate | None]:
@@ -39,11 +94,34 @@ def certificate_lookup(source: Source) -> Callable[[bytes], TrustedCertificate |
 
 
 def latest_pulse(source: Source) -> Pulse:
-    """The pulse under ``pulse/last``. Raises ``FetchError`` when there is none."""
-    data = source.get(layout.LAST_KEY)
+    """The pulse under ``pulse/last``.
+
+    Raises ``FetchError`` when there is none, ``PulseFormatError`` when it is malformed.
+    """
+    data = source.get(layout.LAST_KEY, max_bytes=MAX_PULSE_BYTES)
     if data is None:
         raise FetchError(f"{source.describe()}: no {layout.LAST_KEY} (is this a beacon site?)")
     return parse_pulse(data)
+
+
+def chain_tip(source: Source, chain: int | None) -> Pulse:
+    """The last pulse of ``chain`` (default: the latest pulse, of the latest chain).
+
+    Raises ``FetchError`` when the site has none, ``PulseFormatError`` when it is malformed.
+    """
+    head = latest_pulse(source)
+    if chain is None or chain == head.chain_index:
+        return head
+    data = source.get(layout.chain_last_key(chain), max_bytes=MAX_PULSE_BYTES)
+    if data is None:
+        raise FetchError(f"{source.describe()}: chain {chain} has no last pulse")
+    tip = parse_pulse(data)
+    if tip.chain_index != chain:
+        raise FetchError(
+            f"{source.describe()}: {layout.chain_last_key(chain)} is a pulse of chain "
+            f"{tip.chain_index}, not {chain}"
+        )
+    return tip
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +163,26 @@ def check_entropy_record(pulse: Pulse, record: bytes) -> EntropyCheck:
     return EntropyCheck(kind=kind)
 
 
+def entropy_verdict(pulse: Pulse, record: bytes) -> tuple[str | None, list[ChainError]]:
+    """``check_entropy_record`` as (the source kind if it holds, the failures if not)."""
+    try:
+        return check_entropy_record(pulse, record).kind, []
+    except ChainError as exc:
+        return None, [exc]
+    except PulseFormatError as exc:
+        return None, [ChainError("entropy record", pulse_index=pulse.pulse_index, detail=str(exc))]
+
+
+def fetch_entropy_verdict(source: Source, pulse: Pulse) -> tuple[str | None, list[ChainError]]:
+    """``entropy_verdict`` of the record the site has for ``pulse``; (None, []) if none."""
+    key = layout.entropy_record_key(pulse.chain_index, pulse.pulse_index)
+    try:
+        record = source.get(key, max_bytes=MAX_RECORD_BYTES)
+    except TooLargeError as exc:
+        return None, [ChainError("entropy record", pulse_index=pulse.pulse_index, detail=str(exc))]
+    return (None, []) if record is None else entropy_verdict(pulse, record)
+
+
 def _check_quantum_bits(pulse: Pulse, doc: dict[str, object]) -> None:
     """The conditioned value is SHA-512 of the raw bits the record says it consumed."""
     try:
@@ -113,6 +211,322 @@ def _check_quantum_bits(pulse: Pulse, doc: dict[str, object]) -> None:
         )
 
 
+# --- reading a chain in order ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Pulse ``index`` as the site has it: ``data`` None when missing; ``error`` says
+    why ``data`` is not a pulse; the entropy record, if any, or why it cannot be read;
+    the co-signature when an archive carried it (not checked here)."""
+
+    index: int
+    data: bytes | None
+    pulse: Pulse | None = None
+    error: str | None = None
+    entropy: bytes | None = None
+    entropy_error: str | None = None
+    cosignature: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveProblem:
+    """A daily archive could not be used; reading went on pulse by pulse from ``index``."""
+
+    index: int
+    detail: str
+
+
+def _object(source: Source, chain: int, index: int) -> Slot:
+    """Pulse ``index`` from its own object, with its entropy record when it is where it belongs."""
+    try:
+        data = source.get(layout.pulse_key(chain, index), max_bytes=MAX_PULSE_BYTES)
+    except TooLargeError as exc:
+        return Slot(index, b"", error=f"pulse: {exc}")
+    if data is None:
+        return Slot(index, None)
+    try:
+        pulse = parse_pulse(data)
+    except PulseFormatError as exc:
+        return Slot(index, data, error=str(exc))
+    if (pulse.chain_index, pulse.pulse_index) != (chain, index):
+        return Slot(index, data, pulse)  # reported as misplaced; its record is not its own
+    try:
+        record = source.get(layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES)
+    except TooLargeError as exc:
+        return Slot(index, data, pulse, entropy_error=str(exc))
+    return Slot(index, data, pulse, entropy=record)
+
+
+def _placed(slot: Slot, chain: int) -> bool:
+    pulse = slot.pulse
+    return pulse is not None and (pulse.chain_index, pulse.pulse_index) == (chain, slot.index)
+
+
+def _close(iterator: Iterator[Any] | None) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+def _from_archive(
+    source: Source, chain: int, day: date, index: int, last: int
+) -> Generator[Slot | ArchiveProblem, None, tuple[int, bool]]:
+    """Read pulses ``index``.. of ``chain`` from ``day``'s archive, if the site has one.
+
+    Returns the next index to read and whether the archive was read to its end
+    (or to ``last``) without a problem.
+    """
+    name = f"archive {day.isoformat()}"
+    try:
+        pieces = read_chunks(source, layout.archive_key(day), max_bytes=MAX_ARCHIVE_BYTES)
+    except FetchError as exc:
+        yield ArchiveProblem(index, f"{name}: {exc}")
+        return index, False
+    if pieces is None:
+        return index, False
+    entries = iter_day_archive(pieces, name=name)
+    previous: tuple[int, int, int] | None = None
+    day_start = layout.day_start_ms(day)
+    try:
+        while index <= last:
+            try:
+                entry = next(entries, None)
+                if entry is None:
+                    return index, True
+                try:
+                    pulse = parse_pulse(entry.pulse)
+                except PulseFormatError as exc:
+                    raise FetchError(f"{name}: line {entry.line}: {exc}") from None
+                order = (pulse.time_ms, pulse.chain_index, pulse.pulse_index)
+                if previous is not None and order <= previous:
+                    raise FetchError(
+                        f"{name}: line {entry.line}: not in (timeStamp, chainIndex, pulseIndex) "
+                        "order"
+                    )
+                previous = order
+                if not day_start <= pulse.time_ms < day_start + DAY_MS:
+                    raise FetchError(
+                        f"{name}: line {entry.line}: pulse {pulse.chain_index}/"
+                        f"{pulse.pulse_index} at {pulse.time_stamp} is not of that day"
+                    )
+            except FetchError as exc:
+                yield ArchiveProblem(index, str(exc))
+                return index, False
+            if pulse.chain_index != chain or pulse.pulse_index < index:
+                continue
+            # Pulses the archive skips: the site may have them as objects.
+            for hole in range(index, min(pulse.pulse_index, last + 1)):
+                slot = _object(source, chain, hole)
+                yield slot
+                if _placed(slot, chain) and layout.day_of(slot.pulse.time_ms) == day:  # type: ignore[union-attr]
+                    yield ArchiveProblem(
+                        hole, f"{name} lacks pulse {hole}, which the site has for that day"
+                    )
+            if pulse.pulse_index > last:
+                return last + 1, True
+            yield Slot(
+                pulse.pulse_index,
+                entry.pulse,
+                pulse,
+                entropy=entry.entropy,
+                cosignature=entry.cosignature,
+            )
+            index = pulse.pulse_index + 1
+        return index, True
+    finally:
+        _close(entries)
+        _close(pieces)
+
+
+def read_chain(
+    source: Source,
+    chain: int,
+    first: int,
+    last: int,
+    *,
+    day_hint: date | None = None,
+    archives: bool = True,
+) -> Iterator[Slot | ArchiveProblem]:
+    """Yield a ``Slot`` for every pulse ``first``..``last`` of ``chain``, in order.
+
+    With ``archives``, each day is read from its archive where the site has one
+    (``day_hint``: the day of pulse ``first``, if known, saves locating it);
+    an ``ArchiveProblem`` marks an archive that could not be used. Raises
+    ``FetchError`` when a pulse object cannot be fetched (absent is not an error).
+    """
+    index = first
+    day = day_hint if archives else None
+    tried: set[date] = set()
+    day_start = day_end = 0  # the day of the last pulse read one by one, in ms
+    while index <= last:
+        if day is not None and day not in tried:
+            tried.add(day)
+            index, complete = yield from _from_archive(source, chain, day, index, last)
+            day = day + timedelta(days=1) if complete else None
+            continue
+        slot = _object(source, chain, index)
+        yield slot
+        index += 1
+        if archives and _placed(slot, chain):
+            time_ms = slot.pulse.time_ms  # type: ignore[union-attr]
+            if not day_start <= time_ms < day_end:
+                day = layout.day_of(time_ms)
+                day_start = layout.day_start_ms(day)
+                day_end = day_start + DAY_MS
+
+
+# --- checking segments ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """One segment to check: pulses ``first``..``last`` of ``chain`` (pickles)."""
+
+    source: Source
+    chain: int
+    first: int
+    last: int
+    day_hint: date | None
+    archives: bool
+    extra_checks: tuple[PulseCheck, ...]
+
+
+def _check_slot(verifier: ChainVerifier, slot: Slot, chain: int) -> None:
+    index = slot.index
+    if slot.error is not None or slot.pulse is None:
+        verifier.report.fail([ChainError("format", pulse_index=index, detail=slot.error or "")])
+        return
+    pulse = slot.pulse
+    if (pulse.chain_index, pulse.pulse_index) != (chain, index):
+        verifier.report.fail(
+            [
+                ChainError(
+                    "location",
+                    pulse_index=index,
+                    detail="pulse is stored under another chain/index",
+                    expected=f"{chain}/{index}",
+                    actual=f"{pulse.chain_index}/{pulse.pulse_index}",
+                )
+            ]
+        )
+        return
+    verifier.add(pulse)
+    if slot.entropy_error is not None:
+        verifier.report.fail(
+            [ChainError("entropy record", pulse_index=index, detail=slot.entropy_error)]
+        )
+    elif slot.entropy is not None:
+        kind, failures = entropy_verdict(pulse, slot.entropy)
+        if kind is not None:
+            verifier.count_source(kind)
+        else:
+            verifier.report.fail(failures)
+
+
+def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Segment:
+    """Check one segment; ``tick(n)``: the first n pulses are dealt with."""
+    verifier = ChainVerifier.for_segment(certificate_lookup(task.source), task.extra_checks)
+    items = read_chain(
+        task.source,
+        task.chain,
+        task.first,
+        task.last,
+        day_hint=task.day_hint,
+        archives=task.archives,
+    )
+    for item in items:
+        if isinstance(item, ArchiveProblem):
+            verifier.report.fail(
+                [ChainError("archive", pulse_index=item.index, detail=item.detail)]
+            )
+            continue
+        if item.data is None:
+            verifier.missing(item.index, item.index)
+        else:
+            _check_slot(verifier, item, task.chain)
+        if tick is not None and item.index % 512 == 0:
+            tick(item.index - task.first + 1)
+    return verifier.segment()
+
+
+def _check_segment_in_worker(task: _Task) -> Segment:
+    """``_check_segment`` in a worker process; errors cross back as ``FetchError``
+    (``PulseFormatError`` does not pickle)."""
+    try:
+        return _check_segment(task)
+    except PulseFormatError as exc:
+        raise FetchError(f"{task.source.describe()}: {exc}") from None
+
+
+def _time_of(source: Source, chain: int, index: int) -> int | None:
+    """The timeStamp (ms) of pulse ``index``, if the site has it well-formed and in place."""
+    try:
+        data = source.get(layout.pulse_key(chain, index), max_bytes=MAX_PULSE_BYTES)
+        pulse = None if data is None else parse_pulse(data)
+    except (TooLargeError, PulseFormatError):
+        return None
+    if pulse is None or (pulse.chain_index, pulse.pulse_index) != (chain, index):
+        return None
+    return pulse.time_ms
+
+
+def plan_segments(
+    source: Source,
+    tip: Pulse,
+    first: int,
+    last: int,
+    *,
+    archives: bool = True,
+    extra_checks: tuple[PulseCheck, ...] = (),
+) -> list[_Task]:
+    """Cut ``first``..``last`` of ``tip``'s chain into segments of whole days.
+
+    Day boundaries are predicted from pulse ``first``'s time (one GET) and the
+    period, as if there were no gaps; after a gap a segment starts a little
+    inside a day, which costs reading part of an archive twice, never
+    correctness.
+    """
+    chain, period = tip.chain_index, tip.period
+    start = _time_of(source, chain, first)
+    per_day = max(1, DAY_MS // period)
+    days = -(-SEGMENT_PULSES // per_day)
+    tasks = []
+    lo = first
+    day = layout.day_of(start) if start is not None else None
+    while lo <= last:
+        if day is None or start is None:
+            hi = lo + days * per_day - 1
+            next_day = None
+        else:
+            next_day = day + timedelta(days=days)
+            hi = max(lo, first + -(-(layout.day_start_ms(next_day) - start) // period) - 1)
+        hi = min(hi, last)
+        tasks.append(_Task(source, chain, lo, hi, day, archives, extra_checks))
+        lo, day = hi + 1, next_day
+    return tasks
+
+
+def _segments(
+    tasks: list[_Task], jobs: int, tick: Callable[[int, int], None] | None
+) -> Iterator[Segment]:
+    """The checked segments, in order: here, or in ``jobs`` worker processes."""
+    if jobs <= 1 or len(tasks) <= 1:
+        for i, task in enumerate(tasks):
+            yield _check_segment(task, None if tick is None else functools.partial(tick, i))
+        return
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context)
+    try:
+        yield from pool.map(_check_segment_in_worker, tasks)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _no_certificate(certificate_id: bytes) -> TrustedCertificate | None:
+    return None  # joining segments checks relations only
+
+
 def replay_chain(
     source: Source,
     *,
@@ -120,90 +534,61 @@ def replay_chain(
     first: int = 1,
     last: int | None = None,
     progress: Progress | None = None,
+    jobs: int = 1,
+    archives: bool = True,
+    extra_checks: tuple[PulseCheck, ...] = (),
 ) -> ChainReport:
-    """Fetch and check pulses ``first``..``last`` of ``chain`` (default: the latest chain).
+    """Fetch and check pulses ``first``..``last`` of ``chain`` (default: the latest chain,
+    to its last pulse), from daily archives where the site has them (``archives``).
 
-    Missing pulses are reported as missing; malformed ones as failures. Raises
-    ``FetchError`` only when the site itself cannot be read.
+    ``jobs`` > 1 checks segments in that many worker processes (``source`` and
+    ``extra_checks`` must pickle); the report is the same. Missing pulses are
+    reported as missing, malformed ones as failures. Raises ``FetchError`` when
+    the site cannot be read, ``ValueError`` for a ``jobs`` out of 1..64.
     """
-    head = latest_pulse(source)
-    chain = head.chain_index if chain is None else chain
-    if last is None:
-        if chain == head.chain_index:
-            last = head.pulse_index
-        else:
-            data = source.get(layout.chain_last_key(chain))
-            if data is None:
-                raise FetchError(f"{source.describe()}: chain {chain} has no last pulse")
-            last = parse_pulse(data).pulse_index
-    verifier = ChainVerifier(certificates=certificate_lookup(source))
-    missing_from: int | None = None
-    total = max(0, last - first + 1)
-    for n, index in enumerate(range(first, last + 1), 1):
-        data = source.get(layout.pulse_key(chain, index))
-        if data is None:
-            missing_from = index if missing_from is None else missing_from
-        else:
-            if missing_from is not None:
-                verifier.missing(missing_from, index - 1)
-                missing_from = None
-            _add(verifier, source, chain, index, data)
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ValueError(f"jobs must be 1..{MAX_JOBS}, got {jobs}")
+    tip = chain_tip(source, chain)
+    last = tip.pulse_index if last is None else last
+    joined = ChainVerifier(certificates=_no_certificate)
+    if first > last:
+        return joined.report
+    tasks = plan_segments(source, tip, first, last, archives=archives, extra_checks=extra_checks)
+    total = last - first + 1
+
+    def tick(i: int, n: int) -> None:
         if progress is not None:
-            progress(n, total)
-    if missing_from is not None:
-        verifier.missing(missing_from, last)
-    return verifier.report
+            progress(tasks[i].first - first + n, total)
+
+    for task, segment in zip(tasks, _segments(tasks, jobs, tick), strict=True):
+        joined.join(segment)
+        if progress is not None:
+            progress(task.last - first + 1, total)
+    return joined.report
 
 
-def _add(verifier: ChainVerifier, source: Source, chain: int, index: int, data: bytes) -> None:
-    try:
-        pulse = parse_pulse(data)
-    except PulseFormatError as exc:
-        verifier.report.failures.append(ChainError("format", pulse_index=index, detail=str(exc)))
-        return
-    if (pulse.chain_index, pulse.pulse_index) != (chain, index):
-        verifier.report.failures.append(
-            ChainError(
-                "location",
-                pulse_index=index,
-                detail="pulse is stored under another chain/index",
-                expected=f"{chain}/{index}",
-                actual=f"{pulse.chain_index}/{pulse.pulse_index}",
-            )
-        )
-        return
-    verifier.add(pulse)
-    record = source.get(layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES)
-    if record is None:
-        return
-    try:
-        verifier.count_source(check_entropy_record(pulse, record).kind)
-    except ChainError as exc:
-        verifier.report.failures.append(exc)
-    except PulseFormatError as exc:
-        verifier.report.failures.append(
-            ChainError("entropy record", pulse_index=index, detail=str(exc))
-        )
+def report_as_dict(report: ChainReport) -> dict[str, Any]:
+    """The report as a JSON-able dict (what ``--json`` prints)."""
+    return {
+        "ok": report.ok,
+        "pulsesChecked": report.pulses_checked,
+        "firstIndex": report.first_index,
+        "lastIndex": report.last_index,
+        "gaps": report.gaps,
+        "certificateChanges": report.certificate_changes,
+        "signaturesUnverifiable": report.signatures_unverifiable,
+        "missingCount": report.missing_count,
+        "missing": [list(r) for r in report.missing],
+        "sourceKinds": report.source_kinds,
+        "outputVariants": report.variants,
+        "failureCount": report.failure_count,
+        "failures": [failure_as_dict(f) for f in report.failures],
+    }
 
 
 def report_as_json(report: ChainReport) -> str:
     """The report as JSON text (for ``--json``)."""
-    return json.dumps(
-        {
-            "ok": report.ok,
-            "pulsesChecked": report.pulses_checked,
-            "firstIndex": report.first_index,
-            "lastIndex": report.last_index,
-            "gaps": report.gaps,
-            "certificateChanges": report.certificate_changes,
-            "signaturesUnverifiable": report.signatures_unverifiable,
-            "missing": [list(r) for r in report.missing],
-            "sourceKinds": report.source_kinds,
-            "outputVariants": report.variants,
-            "failures": [failure_as_dict(f) for f in report.failures],
-        },
-        indent=2,
-    )
+    return json.dumps(report_as_dict(report), indent=2)
 
 
 def failure_as_dict(f: CheckError) -> dict[str, object]:

@@ -1,0 +1,192 @@
+"""The verifier's daily-archive reader against archives built by the beacon's writer:
+exact bytes back, streamed in pieces, and every malformed archive refused in one line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from beacon_verifier.archive import ArchiveEntry, _fields, iter_day_archive
+from beacon_verifier.errors import FetchError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beacon.publish.archives import ArchiveItem, build_day_archive, day_start_ms
+
+DAY = date(2018, 8, 30)
+T0 = day_start_ms(DAY)
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "nist"
+NIST_RAW = [(VECTORS / f"nist_c1_p{p}.json").read_bytes() for p in (54609, 54610)]
+
+no_surrogates = st.characters(exclude_categories=["Cs"])
+
+
+def archive_of(pairs: list[tuple[bytes, bytes | None]]) -> bytes:
+    items = [
+        ArchiveItem(time_ms=T0 + i, chain=1, pulse=i + 1, pulse_bytes=p, entropy_bytes=e)
+        for i, (p, e) in enumerate(pairs)
+    ]
+    return build_day_archive(DAY, items)
+
+
+def read(data: bytes, **kwargs: int) -> list[tuple[bytes, bytes | None]]:
+    return [(e.pulse, e.entropy) for e in iter_day_archive([data], name="archive x", **kwargs)]
+
+
+def test_real_pulses_come_back_byte_for_byte() -> None:
+    record = '{"note":"ünïcode ✓ \\" \\n"}'.encode()
+    pairs = [(NIST_RAW[0], record), (NIST_RAW[1], None)]
+    assert read(archive_of(pairs)) == pairs
+
+
+def test_co_signatures_come_back_too() -> None:
+    cosig = b'{"keyId":"ab","signature":"CD","version":1}'
+    items = [
+        ArchiveItem(time_ms=T0, chain=1, pulse=1, pulse_bytes=NIST_RAW[0], cosignature_bytes=cosig),
+        ArchiveItem(time_ms=T0 + 1, chain=1, pulse=2, pulse_bytes=NIST_RAW[1]),
+    ]
+    entries = list(iter_day_archive([build_day_archive(DAY, items)]))
+    assert [(e.pulse, e.entropy, e.cosignature) for e in entries] == [
+        (NIST_RAW[0], None, cosig),
+        (NIST_RAW[1], None, None),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.lists(
+        st.tuples(
+            st.text(min_size=1, alphabet=no_surrogates),
+            st.none() | st.text(min_size=1, alphabet=no_surrogates),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    cut=st.integers(1, 97),
+)
+def test_any_text_round_trips_in_any_pieces(texts: list[tuple[str, str | None]], cut: int) -> None:
+    pairs = [(p.encode(), None if e is None else e.encode()) for p, e in texts]
+    data = archive_of(pairs)
+    pieces = [data[i : i + cut] for i in range(0, len(data), cut)]
+    entries = list(iter_day_archive(pieces))
+    assert [(e.pulse, e.entropy) for e in entries] == pairs
+    assert [e.line for e in entries] == list(range(1, len(pairs) + 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pulse=st.text(alphabet=no_surrogates),
+    entropy=st.none() | st.text(alphabet=no_surrogates),
+    cosignature=st.none() | st.text(alphabet=no_surrogates),
+    ensure_ascii=st.booleans(),
+    compact=st.booleans(),
+)
+def test_the_quick_line_reader_agrees_with_json(
+    pulse: str, entropy: str | None, cosignature: str | None, ensure_ascii: bool, compact: bool
+) -> None:
+    obj: dict[str, str | None] = {"pulse": pulse, "entropy": entropy}
+    if cosignature is not None:
+        obj["pqSignature"] = cosignature
+    separators = (",", ":") if compact else (", ", ": ")
+    line = json.dumps(obj, ensure_ascii=ensure_ascii, separators=separators)
+    assert _fields(line) == (pulse, entropy, cosignature)
+
+
+def test_entries_stream_before_the_archive_is_read() -> None:
+    pairs = [(b'{"pulse":%d}' % i, None) for i in range(20_000)]
+    data = archive_of(pairs)
+    consumed = []
+
+    def pieces() -> Iterator[bytes]:
+        for i in range(0, len(data), 1024):
+            consumed.append(i)
+            yield data[i : i + 1024]
+
+    entries = iter_day_archive(pieces())
+    first = next(entries)
+    assert first == ArchiveEntry(line=1, pulse=b'{"pulse":0}', entropy=None)
+    assert len(consumed) < len(data) // 1024 // 4  # far from all of it
+
+
+def _gz(text: bytes) -> bytes:
+    return gzip.compress(text)
+
+
+LINE = b'{"pulse":"x","entropy":null}\n'
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not gzip at all", "not a gzip archive"),
+        (zlib.compress(LINE), "not a gzip archive"),  # zlib, not gzip
+        (_gz(LINE)[:-3], "truncated"),
+        (_gz(LINE)[:12], "truncated"),
+        (b"", "truncated"),
+        (_gz(LINE) + b"junk", "trailing data"),
+        (_gz(LINE) + _gz(LINE), "trailing data"),  # a second member
+        (_gz(LINE.rstrip(b"\n")), "does not end with a newline"),
+        (_gz(b""), "no pulses"),
+        (_gz(b"\n"), "line 1: not JSON"),
+        (_gz(b'{"pulse":"x"}\n'), "line 1: expected"),
+        (_gz(b'{"pulse":1,"entropy":null}\n'), "line 1: expected"),
+        (_gz(b'{"pulse":"x","entropy":null,"more":1}\n'), "line 1: expected"),
+        (_gz(b'{"pulse":"x","entropy":null,"pqSignature":null}\n'), "line 1: expected"),
+        (
+            _gz(b'{"pulse":"x","entropy":null,"pqSignature":"' + b"a" * 17_000 + b'"}\n'),
+            "co-signature larger",
+        ),
+        (_gz(b'["x",null]\n'), "line 1: expected"),
+        (_gz(b'{"pulse":"x","pulse":"y","entropy":null}\n'), "appears twice"),
+        (_gz(b'{"pulse":"x","entropy":NaN}\n'), "NaN is not allowed"),
+        (_gz(b'{"pulse":"\\ud800","entropy":null}\n'), "lone surrogate"),
+        (_gz(b'{"pulse":"","entropy":null}\n'), "empty pulse"),
+        (_gz(b'{"pulse":"\xff","entropy":null}\n'), "not UTF-8"),
+        (_gz(LINE + b"[" * 100_000 + b"\n"), "line 2: not JSON"),
+        (_gz(b'{"pulse":"x","entropy":"\x01"}\n'), "line 1: not JSON"),  # raw control char
+    ],
+)
+def test_malformed_archives_are_refused_in_one_line(data: bytes, message: str) -> None:
+    with pytest.raises(FetchError, match=message) as info:
+        read(data)
+    assert str(info.value).startswith("archive x: ")
+    assert "\n" not in str(info.value)
+
+
+def test_size_limits() -> None:
+    long_line = b'{"pulse":"' + b"a" * 5000 + b'","entropy":null}\n'
+    with pytest.raises(FetchError, match="line 2 is longer than 1000 bytes"):
+        read(_gz(LINE + long_line), max_line_bytes=1000)
+    with pytest.raises(FetchError, match="line 1 is longer than 1000 bytes"):
+        read(_gz(b"a" * 5000), max_line_bytes=1000)  # no newline at all
+    bomb = _gz(LINE * 100_000)  # 2.9 MB of text in ~9 KB
+    assert len(bomb) < 20_000
+    with pytest.raises(FetchError, match="larger than 1000000 bytes uncompressed"):
+        read(bomb, max_text_bytes=1_000_000)
+    huge_pulse = json.dumps({"pulse": "x" * 70_000, "entropy": None}).encode() + b"\n"
+    with pytest.raises(FetchError, match="pulse larger than 65536 bytes"):
+        read(_gz(huge_pulse))
+    huge_record = json.dumps({"pulse": "x", "entropy": "y" * 70_000}).encode() + b"\n"
+    with pytest.raises(FetchError, match="entropy record larger than 65536 bytes"):
+        read(_gz(huge_record))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_corrupted_archives_fail_cleanly(data: st.DataObject) -> None:
+    good = archive_of([(NIST_RAW[0], b"{}"), (NIST_RAW[1], None)])
+    mutated = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 4))):
+        mutated[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(mutated)))
+    try:
+        entries = read(bytes(mutated[:cut]))
+    except FetchError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert all(isinstance(p, bytes) and p for p, _ in entries)
