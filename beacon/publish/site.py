@@ -302,6 +302,10 @@ def describe_source(kind: str, record: bytes) -> SourceDescription:
             ("min-entropy per raw bit", _text(obj, "minEntropy")),
             ("mixed with", "512 bits from the operating system (osBits)"),
         ]
+        if kind == QUANTUM_SIMULATOR:
+            details.append(
+                ("note", "a simulator's bits come from a seeded pseudo-random generator")
+            )
     elif kind == OS_FALLBACK:
         reason = _text(obj, "reason")
         if reason.startswith("configured"):

@@ -263,6 +263,9 @@ def test_quantum_details_come_from_the_record() -> None:
     assert details["qubits"] == "8"
     assert details["raw bits used"].startswith("1100 ")
     assert details["min-entropy per raw bit"] == "0.93"
+    assert "seeded pseudo-random generator" in details["note"]  # a simulator says so
+    hardware = dict(describe_source("quantum-hardware", simulator_record(5)).details)
+    assert "note" not in hardware
 
 
 # --- escaping ----------------------------------------------------------------------
