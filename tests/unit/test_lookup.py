@@ -1,15 +1,21 @@
-"""Fetching a pulse by time: NIST's answers from the index, and contradictory sites refused."""
+"""Fetching a pulse by time: NIST's answers from the index or, on a site without one,
+from NIST's own time paths; contradictory sites refused."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 import pytest
 from beacon_verifier import layout
 from beacon_verifier.errors import FetchError
+from beacon_verifier.format import Pulse, parse_pulse
 from beacon_verifier.lookup import pulse_by_time
 from beacon_verifier.timeindex import TimeEntry
 
 from beacon.publish.indexes import build_indexes
 from beacon.pulse.keys import Signer
+from tests.conftest import NIST
 from tests.unit.test_builder import MINUTE, build_chain, ms
 
 
@@ -78,3 +84,79 @@ def test_pulse_named_by_the_index_but_missing_is_a_fetch_error(site: DictSource)
     holed = {k: v for k, v in site.objects.items() if k != layout.pulse_key(1, 4)}
     with pytest.raises(FetchError, match="missing"):
         pulse_by_time(DictSource(holed), "next", ms("2026-01-01T11:30:00"))
+
+
+# --- sites without a time index: NIST's REST time paths -----------------------------------
+
+NIST_TIME = re.compile(r"beacon/2\.0/pulse/time/(?:(previous|next)/)?(\d+)\Z")
+
+
+class NistRest(DictSource):
+    """NIST's REST API over its three vector pulses: the time paths are computed,
+    everything else is looked up (no index objects)."""
+
+    def __init__(self, answer: Callable[[str | None, int], bytes | None] | None = None) -> None:
+        raws = [(NIST / f"nist_c1_p{p}.json").read_bytes() for p in (1, 54609, 54610)]
+        self.pulses = sorted((parse_pulse(r) for r in raws), key=lambda p: p.time_ms)
+        super().__init__({layout.pulse_key(1, p.pulse_index): p.raw or b"" for p in self.pulses})
+        self.answer = answer or self.nist_answer
+
+    def nist_answer(self, kind: str | None, t: int) -> bytes | None:
+        found: list[Pulse]
+        if kind is None:
+            found = [p for p in self.pulses if p.time_ms >= t]
+        elif kind == "previous":
+            found = [p for p in self.pulses if p.time_ms < t][-1:]
+        else:
+            found = [p for p in self.pulses if p.time_ms > t]
+        return found[0].raw if found else None
+
+    def get(self, key: str, *, max_bytes: int = 1 << 20) -> bytes | None:
+        self.gets.append(key)
+        match = NIST_TIME.match(key)
+        if match:
+            return self.answer(match[1], int(match[2]))
+        return self.objects.get(key)
+
+
+P1, P54609, P54610 = ms("2018-07-23T19:26:00"), ms("2018-08-30T17:43:00"), ms("2018-08-30T17:44:00")
+
+
+@pytest.mark.parametrize(
+    ("kind", "t", "expected"),
+    [
+        ("at_or_after", P1 - 1, 1),
+        ("at_or_after", P1, 1),
+        ("at_or_after", P1 + 1, 54609),
+        ("at_or_after", P54610 + 1, None),
+        ("previous", P54609, 1),
+        ("previous", P54609 + 1, 54609),
+        ("previous", P1, None),
+        ("next", P54609, 54610),
+        ("next", P1 - 1, 1),
+        ("next", P54610, None),
+    ],
+)
+def test_without_an_index_nist_time_paths_answer(kind: str, t: int, expected: int | None) -> None:
+    source = NistRest()
+    pulse = pulse_by_time(source, kind, t)  # type: ignore[arg-type]
+    assert (None if pulse is None else pulse.pulse_index) == expected
+    # The hour object and bounds.json are asked for (absent), then NIST's own path.
+    assert len(source.gets) == 3 and "/index/" in source.gets[0]
+    path = {"at_or_after": f"time/{t}", "previous": f"time/previous/{t}", "next": f"time/next/{t}"}
+    assert source.gets[2] == f"beacon/2.0/pulse/{path[kind]}"
+
+
+def test_an_answer_that_breaks_the_query_is_refused() -> None:
+    liar = NistRest(answer=lambda kind, t: (NIST / "nist_c1_p54610.json").read_bytes())
+    with pytest.raises(FetchError, match=r"which is not before 2018-08-30T17:43:00\.000Z"):
+        pulse_by_time(liar, "previous", P54609)
+    assert pulse_by_time(liar, "previous", P54610 + 1) is not None
+    with pytest.raises(FetchError, match="not after"):
+        pulse_by_time(liar, "next", P54610)
+
+
+def test_a_site_with_an_index_never_asks_the_time_paths(site: DictSource) -> None:
+    site.gets.clear()
+    assert pulse_by_time(site, "next", ms("2026-01-01T14:00:00")) is None
+    assert not [k for k in site.gets if "/pulse/time/" in k]

@@ -425,6 +425,15 @@ def _print_skip_path(path: SkipPath) -> None:
     )
 
 
+def _failed(args: argparse.Namespace, code: int, message: str) -> int:
+    """Report a command that could not finish: one line on stderr, and with ``--json``
+    (for the commands here) a JSON object on stdout too, so that output stays parseable."""
+    print(f"beacon-verify: {message}", file=sys.stderr)
+    if getattr(args, "json", False) and args.command in ("pulse", "chain", "time", "skiplist"):
+        print(json.dumps({"ok": False, "exitCode": code, "error": message}))
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``beacon-verify``; returns the exit code."""
     parser = _build_parser()
@@ -436,20 +445,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
     except UsageError as exc:
-        print(f"beacon-verify: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, EXIT_USAGE, f"error: {exc}")
     except FetchError as exc:
-        print(f"beacon-verify: could not fetch: {exc}", file=sys.stderr)
-        return EXIT_FETCH
+        return _failed(args, EXIT_FETCH, f"could not fetch: {exc}")
     except PulseFormatError as exc:
-        print(f"beacon-verify: invalid input: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return _failed(args, EXIT_INVALID, f"invalid input: {exc}")
     except CheckError as exc:
         print(exc.describe())
         return EXIT_INVALID
     except VerifierError as exc:
-        print(f"beacon-verify: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return _failed(args, EXIT_INVALID, str(exc))
     except KeyboardInterrupt:
         print("beacon-verify: interrupted", file=sys.stderr)
         return 130
