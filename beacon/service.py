@@ -27,14 +27,14 @@ from beacon_verifier.format import format_timestamp
 
 from beacon.clock import Clock, boundary_at_or_before
 from beacon.config import Settings
-from beacon.entropy import EntropyDraw, EntropySource, ReleasesBatches
+from beacon.entropy import EntropyDraw, EntropySource, ReleasesBatches, ReportsPool
 from beacon.errors import AlreadyPublishedError, BeaconError, EntropyError, PublishError
 from beacon.faults import failpoint
 from beacon.publish import JSON, Publisher
 from beacon.publish.pipeline import (
     archive_complete_days,
     publish_batch,
-    publish_certificate,
+    publish_identity,
     publish_item,
     publish_site_pages,
 )
@@ -229,7 +229,11 @@ class Beacon:
             return False
         failpoint("before-commit")
         self.state.commit_pulse(
-            head=built.head, pulse=built.data, draw=current, next_draw=next_draw
+            head=built.head,
+            pulse=built.data,
+            draw=current,
+            next_draw=next_draw,
+            cosignature=built.cosignature,
         )
         failpoint("after-commit")
         log.info(
@@ -275,9 +279,7 @@ class Beacon:
                     continue
                 try:
                     if not published_certificate:
-                        publish_certificate(
-                            self.publisher, self.signer.certificate_pem, self.signer.certificate_id
-                        )
+                        publish_identity(self.publisher, self.signer)
                         publish_site_pages(
                             self.publisher,
                             site,
@@ -351,6 +353,11 @@ class Beacon:
                 k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("source:")
             },
         }
+        if isinstance(self.source, ReportsPool):
+            try:
+                status["pool"] = self.source.pool_status()
+            except EntropyError as exc:
+                status["pool"] = {"error": str(exc)}
         self.publisher.put_mutable(
             STATUS_KEY,
             json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",

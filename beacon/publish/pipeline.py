@@ -1,10 +1,11 @@
 """What gets written for one committed pulse, and in which order.
 
-For each pulse: immutable objects first (entropy record, pulse, its time
-alias, its HTML page), then the time indexes, then the mutable pointers
-(`last`) and the home page, so a reader never follows a pointer to something
-missing. ``publish_item`` is idempotent: after a crash it is simply run again
-from the outbox (the pulse page renders to the same bytes).
+For each pulse: immutable objects first (entropy record, pulse, its ML-DSA-65
+co-signature when the identity co-signs, its time alias, its HTML page), then
+the time indexes, then the mutable pointers (`last`) and the home page, so a
+reader never follows a pointer to something missing. ``publish_item`` is
+idempotent: after a crash it is simply run again from the outbox (the pulse
+page renders to the same bytes).
 
 Published pulses stay in the state until their UTC day is complete (a pulse of
 a later day is published); ``archive_complete_days`` then writes the day's
@@ -42,16 +43,22 @@ from beacon.publish.site import (
     render_style,
     render_verify_page,
 )
+from beacon.pulse.keys import Signer
 from beacon.state import OutboxItem, State
 
 
-def publish_certificate(
-    publisher: Publisher, certificate_pem: bytes, certificate_id: bytes
-) -> None:
-    """Publish the signing certificate under its certificateId (immutable)."""
+def publish_identity(publisher: Publisher, signer: Signer) -> None:
+    """Publish the signing certificate under its certificateId, and the PQ key document
+    under its keyId when the identity co-signs (both immutable)."""
     publisher.put_immutable(
-        layout.certificate_key(certificate_id.hex()), certificate_pem, content_type=PEM
+        layout.certificate_key(signer.certificate_id.hex()),
+        signer.certificate_pem,
+        content_type=PEM,
     )
+    if signer.pq is not None:
+        publisher.put_immutable(
+            layout.pq_key_key(signer.pq.key_id.hex()), signer.pq.key_document, content_type=JSON
+        )
 
 
 def publish_site_pages(
@@ -90,6 +97,8 @@ def publish_item(
     c, p = item.chain_index, item.pulse_index
     publisher.put_immutable(layout.entropy_record_key(c, p), item.record, content_type=JSON)
     publisher.put_immutable(layout.pulse_key(c, p), item.pulse, content_type=JSON)
+    if item.cosignature is not None:
+        publisher.put_immutable(layout.pq_signature_key(c, p), item.cosignature, content_type=JSON)
     failpoint("mid-publish")
     publisher.put_immutable(layout.time_key(item.time_ms), item.pulse, content_type=JSON)
     publisher.put_immutable(*render_pulse_page(item), content_type=HTML)
@@ -126,6 +135,7 @@ def archive_complete_days(
                     pulse=i.pulse_index,
                     pulse_bytes=i.pulse,
                     entropy_bytes=i.record,
+                    cosignature_bytes=i.cosignature,
                 )
                 for i in items
             ),

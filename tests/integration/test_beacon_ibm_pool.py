@@ -57,6 +57,9 @@ def test_pooled_batches_are_published_and_rederive(tmp_path: Path) -> None:
         check = check_raw_batch(records[p], path.read_bytes(), pulse_index=p)
         assert check.quantum_value.hex().upper() == docs[p]["quantumValue"]
     assert len({d["batchId"] for d in pooled.values()}) >= 2  # the pool moved on to new jobs
+    pool = json.loads((site / "status.json").read_bytes())["pool"]
+    assert pool["backend"] == "fake_manila" and pool["batches"].get("exhausted", 0) >= 1
+    assert pool["qpuSecondsPerDay"] == 20.0
     tampered = bytearray(next(iter(published.values())).read_bytes())
     tampered[0] ^= 0x80
     with pytest.raises(ChainError, match="batchSha512"):
