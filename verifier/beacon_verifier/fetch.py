@@ -74,9 +74,11 @@ def _read_capped(stream: Any, max_bytes: int, what: str, deadline: float | None 
     """Read all of ``stream``, refusing more than ``max_bytes`` (and a passed ``deadline``)."""
     parts: list[bytes] = []
     total = 0
+    read = getattr(stream, "read1", stream.read)  # read1: whatever has arrived, not a full chunk
     while True:
-        part: bytes = stream.read(min(_CHUNK, max_bytes + 1 - total))
+        part: bytes = read(min(_CHUNK, max_bytes + 1 - total))
         if not part:
+            _check_complete(stream, what)
             return b"".join(parts)
         total += len(part)
         if total > max_bytes:
@@ -84,6 +86,13 @@ def _read_capped(stream: Any, max_bytes: int, what: str, deadline: float | None 
         parts.append(part)
         if deadline is not None and time.monotonic() > deadline:
             raise FetchError(f"{what}: no complete answer within {HTTP_DEADLINE:.0f} s")
+
+
+def _check_complete(stream: object, what: str) -> None:
+    """An HTTP answer must be as long as its Content-Length said (``read1`` does not check)."""
+    missing = getattr(stream, "length", None)
+    if isinstance(missing, int) and missing > 0:
+        raise FetchError(f"{what}: the answer was cut short ({missing} bytes missing)")
 
 
 _READ_ERRORS: tuple[type[Exception], ...] = (OSError, http.client.HTTPException)
@@ -101,14 +110,16 @@ def _chunks(
     ``errors`` raised while reading (a connection that drops mid-way) become ``FetchError``.
     """
     total = 0
+    read = getattr(stream, "read1", stream.read)
     try:
-        while part := stream.read(_CHUNK):
+        while part := read(_CHUNK):
             total += len(part)
             if total > max_bytes:
                 raise TooLargeError(f"{what}: larger than {max_bytes} bytes")
             if deadline is not None and time.monotonic() > deadline:
                 raise FetchError(f"{what}: no complete answer within {HTTP_DEADLINE:.0f} s")
             yield part
+        _check_complete(stream, what)
     except errors as exc:
         raise FetchError(f"{what}: {getattr(exc, 'strerror', None) or exc}") from None
     finally:
