@@ -21,7 +21,7 @@ from typing import Any
 
 from beacon_verifier import __version__, drawcmd, layout
 from beacon_verifier.checks import ChainReport, PulseReport, TrustedCertificate, verify_pulse
-from beacon_verifier.drawcmd import _parse_time
+from beacon_verifier.drawcmd import parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
 from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, format_timestamp, parse_pulse
@@ -65,7 +65,7 @@ def _point(text: str) -> int | _At:
 
 def _time(text: str) -> int:
     """TIMESTAMP: ISO 8601 with a zone, or Unix ms; within the years 1970..9999."""
-    t_ms = _parse_time(text)
+    t_ms = parse_time(text)
     if not 0 <= t_ms < 253_402_300_800_000:
         raise argparse.ArgumentTypeError(f"{text!r} is outside the years 1970..9999")
     return t_ms

@@ -46,7 +46,7 @@ from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
 from beacon_verifier.lookup import pulse_by_time
 from beacon_verifier.replay import certificate_lookup, latest_pulse
 
-__all__ = ["register", "target_pulse"]
+__all__ = ["parse_time", "register", "target_pulse"]
 
 EXIT_VALID, EXIT_INVALID = 0, 1
 DEFAULT_MANIFEST = "draw-manifest.json"
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction[_Parser]) -> None:
     n.add_argument(
         "--at",
         required=True,
-        type=_parse_time,
+        type=parse_time,
         metavar="TIME",
         help="ISO 8601 UTC (2026-11-21T12:00:00Z) or Unix ms; the first pulse at or after it",
     )
@@ -107,7 +107,7 @@ def register(sub: argparse._SubParsersAction[_Parser]) -> None:
 # --- inputs -------------------------------------------------------------------------
 
 
-def _parse_time(text: str) -> int:
+def parse_time(text: str) -> int:
     """TIME as Unix ms: ISO 8601 with a zone (``2026-11-21T12:00:00Z``) or Unix milliseconds."""
     if text.isascii() and text.isdigit():
         return int(text)
