@@ -473,11 +473,13 @@ def _fast_uint(value: object, maximum: int) -> bool:
 
 def _fast_pulse(obj: Mapping[str, Any], raw: bytes | None) -> Pulse | None:
     """The pulse ``_checked_pulse`` would build from ``obj``, or None to let it decide."""
-    if type(obj) is not dict or obj.keys() != _PULSE_FIELDS:
+    # Every field is looked up below (KeyError: let the strict path name it), so a
+    # dict of the right size holds exactly the right keys.
+    if type(obj) is not dict or len(obj) != len(_PULSE_FIELDS):
         return None
     try:
         ext = obj["external"]
-        if type(ext) is not dict or ext.keys() != _EXTERNAL_FIELDS:
+        if type(ext) is not dict or len(ext) != len(_EXTERNAL_FIELDS):
             return None
         ext_status = ext["statusCode"]
         if not _fast_uint(ext_status, MAX_U32):
@@ -498,7 +500,7 @@ def _fast_pulse(obj: Mapping[str, Any], raw: bytes | None) -> Pulse | None:
             return None
         links = []
         for i, (link_type, item) in enumerate(zip(LINK_TYPES, items, strict=True)):
-            if type(item) is not dict or item.keys() != _LINK_FIELDS:
+            if type(item) is not dict or len(item) != len(_LINK_FIELDS):
                 return None
             link_uri, value_hex = item["uri"], item["value"]
             last = _LAST_LINK[i]
@@ -559,7 +561,7 @@ def _fast_pulse(obj: Mapping[str, Any], raw: bytes | None) -> Pulse | None:
         time_ms = parse_timestamp(time_stamp)
         if time_ms % period:
             return None
-    except (ValueError, PulseFormatError):  # bad hex; timeStamp
+    except (KeyError, ValueError, PulseFormatError):  # a missing key; bad hex; timeStamp
         return None
     pulse = _new(Pulse)
     for setter, member in zip(

@@ -27,8 +27,10 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import signal
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -516,11 +518,20 @@ def _segments(
             yield _check_segment(task, None if tick is None else functools.partial(tick, i))
         return
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context)
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)), mp_context=context, initializer=_ignore_interrupts
+    )
     try:
         yield from pool.map(_check_segment_in_worker, tasks)
+    except BrokenProcessPool as exc:
+        raise FetchError(f"a worker process stopped before finishing its pulses ({exc})") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _no_certificate(certificate_id: bytes) -> TrustedCertificate | None:
