@@ -33,7 +33,7 @@ def _shape(keys: set[str]) -> set[str]:
     out = set()
     for key in keys:
         parts = key.split("/")
-        if "certificate" in parts or parts[-2:-1] == ["time"]:
+        if "certificate" in parts or "pq-key" in parts or parts[-2:-1] == ["time"]:
             parts[-1] = "*"
         if parts[:3] == ["beacon", "2.0", "index"] and parts[-1] != "bounds.json":
             parts[-1] = "*"
