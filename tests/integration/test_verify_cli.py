@@ -1,6 +1,7 @@
 """`beacon-verify` as a real process on a site laid out by the beacon's own pieces
-(pulse and entropy objects, time index, daily archives): chain (with worker
-processes), time, skiplist and pulse; reports, progress and exit codes."""
+(pulse and entropy objects, time index, daily archives), in a directory and in a
+real S3 server on loopback: chain (with worker processes), time, skiplist and
+pulse; reports, progress and exit codes."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from beacon.publish.archives import ArchiveItem, build_day_archive
 from beacon.pulse.builder import BuiltPulse
 from beacon.pulse.keys import Signer
 from tests.beacon_proc import beacon_env, run_verify
+from tests.integration.s3server import SeaweedS3Server
 from tests.unit.test_builder import MINUTE, ms
 from tests.unit.test_replay import build_records_chain, write_site
 
@@ -226,3 +228,21 @@ def test_exit_codes_and_one_line_errors(site: Path, tmp_path: Path) -> None:
         "exitCode": 3,
         "error": f"could not fetch: {tmp_path / 'nowhere'}: not a directory",
     }
+
+
+def test_the_same_report_from_s3_with_workers(
+    site: Path, s3_running: SeaweedS3Server, key_prefix: str
+) -> None:
+    client = s3_running.client()
+    for path in site.rglob("*"):
+        if path.is_file():
+            key = f"{key_prefix}/{path.relative_to(site).as_posix()}"
+            client.put_object(Bucket=s3_running.bucket, Key=key, Body=path.read_bytes())
+    source = f"s3://{s3_running.bucket}/{key_prefix}"
+    from_s3 = run_verify(
+        ["chain", source, "--json", "--jobs", "2"], timeout=300, env=s3_running.aws_env()
+    )
+    assert from_s3.returncode == 0, from_s3.stdout + from_s3.stderr
+    assert from_s3.stdout == verify("chain", site, "--json").stdout
+    one = run_verify(["time", source, "2026-06-01T10:07:00Z", "--json"], env=s3_running.aws_env())
+    assert one.returncode == 0 and json.loads(one.stdout)["timeStamp"] == "2026-06-01T13:00:00.000Z"
