@@ -24,7 +24,7 @@ from beacon_verifier.checks import ChainReport, PulseReport, TrustedCertificate,
 from beacon_verifier.drawcmd import parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
-from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, format_timestamp, parse_pulse
+from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
 from beacon_verifier.lookup import pulse_by_time
 from beacon_verifier.replay import (
     MAX_JOBS,
@@ -32,11 +32,12 @@ from beacon_verifier.replay import (
     certificate_lookup,
     failure_as_dict,
     fetch_entropy_verdict,
+    latest_pulse,
     replay_chain,
     report_as_dict,
 )
 from beacon_verifier.skiplist import SkipPath, skip_path
-from beacon_verifier.timeindex import Kind
+from beacon_verifier.timeindex import BOUNDS_KEY, Kind
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE, EXIT_FETCH = 0, 1, 2, 3
 #: A bare number below this is a pulse index, from it on Unix milliseconds (1973-03-03).
@@ -316,7 +317,8 @@ def _cmd_time(args: argparse.Namespace) -> int:
     when = format_timestamp(args.timestamp)
     pulse = pulse_by_time(source, kind, args.timestamp)
     if pulse is None:
-        raise FetchError(f"{source.describe()}: no pulse {_RELATION[kind]} {when}")
+        how = "" if source.get(BOUNDS_KEY) else " (no time index here; NIST's time path has none)"
+        raise FetchError(f"{source.describe()}: no pulse {_RELATION[kind]} {when}{how}")
     report = verify_pulse(pulse, certificate_lookup(source)(pulse.certificate_id))
     entropy_kind, entropy_failures = fetch_entropy_verdict(source, pulse)
     failures = [*report.failures, *entropy_failures]
@@ -371,20 +373,13 @@ def _cmd_skiplist(args: argparse.Namespace) -> int:
     if older >= newer:
         raise UsageError(f"OLDER (pulse {older}) must come before NEWER (pulse {newer})")
     if chain is None:
-        chain = _latest_chain(source)
+        chain = latest_pulse(source).chain_index
     path = skip_path(source, chain, older, newer, certificate_lookup(source))
     if args.json:
         _print_json(_skip_path_dict(path))
     else:
         _print_skip_path(path)
     return EXIT_VALID if path.ok else EXIT_INVALID
-
-
-def _latest_chain(source: Source) -> int:
-    data = source.get(layout.LAST_KEY, max_bytes=MAX_PULSE_BYTES)
-    if data is None:
-        raise FetchError(f"{source.describe()}: no {layout.LAST_KEY}; name the chain (--chain)")
-    return parse_pulse(data).chain_index
 
 
 def _skip_path_dict(path: SkipPath) -> dict[str, Any]:
