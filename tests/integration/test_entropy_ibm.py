@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from beacon.config import Settings
 from beacon.entropy import QUANTUM_SIMULATOR, EntropySource
 from beacon.entropy.extract import bits_needed, rederive
 from beacon.entropy.ibm_source import IbmQuantumSource, connect
@@ -105,12 +105,6 @@ def test_missing_credentials_are_an_entropy_error(
     monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
     monkeypatch.delenv("QISKIT_IBM_INSTANCE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no saved account either
-
-    @dataclass(frozen=True)
-    class Settings:
-        data_dir: Path
-        ibm_backend: str = ""
-        ibm_instance: str = ""
 
     with pytest.raises(EntropyError, match="cannot connect to IBM Quantum"):
         IbmQuantumSource.from_settings(Settings(data_dir=tmp_path / "data"))
