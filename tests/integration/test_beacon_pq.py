@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from beacon_verifier.format import parse_pulse
 from beacon_verifier.pq import check_cosignature, parse_cosignature, parse_key_document
 from beacon_verifier.replay import certificate_lookup
 
-from tests.beacon_proc import run_beacon
+from tests.beacon_proc import run_beacon, run_verify
 
 pytestmark = pytest.mark.integration
 
@@ -31,3 +32,41 @@ def test_every_pulse_is_cosigned_by_the_published_key(tmp_path: Path) -> None:
         assert document is not None
         key = parse_key_document(document, certificates)
         assert check_cosignature(pulse, cosignature, {key.key_id: key}.get) == key
+
+
+def test_verifier_checks_cosignatures_and_require_pq(tmp_path: Path) -> None:
+    env = {"BEACON_ENTROPY_SOURCE": "os", "BEACON_KEY_BITS": "2048"}
+    done = run_beacon(tmp_path, ["run", "--period", "1", "--count", "4"], env=env)
+    assert done.returncode == 0, done.stderr
+    site = tmp_path / "public"
+    full = run_verify(["chain", str(site), "--require-pq", "--json"])
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert json.loads(full.stdout)["pqSignatures"] == {"valid": 4}
+
+    one = run_verify(["pulse", str(site / layout.pulse_key(1, 2)), "--require-pq", "--json"])
+    assert one.returncode == 0, one.stdout
+    assert json.loads(one.stdout)["pqSignature"] == "valid"
+
+    # Altered: detected with or without --require-pq.
+    path = site / layout.pq_signature_key(1, 3)
+    original = path.read_bytes()
+    doc = json.loads(original)
+    doc["signature"] = ("0" if doc["signature"][0] != "0" else "1") + doc["signature"][1:]
+    path.chmod(0o644)
+    path.write_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    altered = run_verify(["chain", str(site), "--json"])
+    assert altered.returncode == 1
+    report = json.loads(altered.stdout)
+    assert report["pqSignatures"] == {"valid": 3, "invalid": 1}
+    assert [(f["pulseIndex"], f["check"]) for f in report["failures"]] == [(3, "pq signature")]
+
+    # Removed: reported, and a failure only with --require-pq.
+    path.unlink()
+    lenient = run_verify(["chain", str(site), "--json"])
+    assert lenient.returncode == 0, lenient.stdout
+    assert json.loads(lenient.stdout)["pqSignatures"] == {"valid": 3, "missing": 1}
+    strict = run_verify(["chain", str(site), "--require-pq"])
+    assert strict.returncode == 1
+    assert "pulse 3" in strict.stdout and "no co-signature" in strict.stdout
+    alone = run_verify(["pulse", str(site / layout.pulse_key(1, 3)), "--require-pq"])
+    assert alone.returncode == 1 and "co-signature (ML-DSA-65): missing" in alone.stdout

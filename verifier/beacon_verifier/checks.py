@@ -495,6 +495,7 @@ class ChainReport:
     missing: list[tuple[int, int]] = field(default_factory=list)  # (first, last) index ranges
     source_kinds: dict[str, int] = field(default_factory=dict)
     variants: dict[str, int] = field(default_factory=dict)
+    pq_signatures: dict[str, int] = field(default_factory=dict)  # valid / invalid / missing
     failures: list[CheckError] = field(default_factory=list)
     first_index: int | None = None
     last_index: int | None = None
@@ -535,6 +536,7 @@ class ChainReport:
         for totals, counts in (
             (self.source_kinds, other.source_kinds),
             (self.variants, other.variants),
+            (self.pq_signatures, other.pq_signatures),
         ):
             for key, n in counts.items():
                 totals[key] = totals.get(key, 0) + n

@@ -26,6 +26,7 @@ from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, Ver
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
 from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
 from beacon_verifier.lookup import pulse_by_time
+from beacon_verifier.pq import MAX_COSIGNATURE_BYTES, PqKey
 from beacon_verifier.replay import (
     MAX_JOBS,
     Progress,
@@ -33,6 +34,8 @@ from beacon_verifier.replay import (
     failure_as_dict,
     fetch_entropy_verdict,
     latest_pulse,
+    pq_key_lookup,
+    pq_verdict,
     replay_chain,
     report_as_dict,
 )
@@ -104,6 +107,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("location", metavar="PATH_OR_URL")
     p.add_argument("--cert", metavar="PEM", help="the signing certificate (PEM or DER file)")
     p.add_argument("--source", metavar="SOURCE", help="site root to fetch the certificate from")
+    p.add_argument(
+        "--require-pq", action="store_true", help="a missing ML-DSA co-signature is a failure"
+    )
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(run=_cmd_pulse)
 
@@ -124,6 +130,9 @@ def _build_parser() -> argparse.ArgumentParser:
         dest="archives",
         action="store_false",
         help="read every pulse from its own object, not from daily archives",
+    )
+    c.add_argument(
+        "--require-pq", action="store_true", help="a missing ML-DSA co-signature is a failure"
     )
     c.add_argument("--json", action="store_true", help="print a machine-readable report")
     c.set_defaults(run=_cmd_chain)
@@ -157,17 +166,21 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _certificate_for(pulse: Pulse, args: argparse.Namespace) -> TrustedCertificate | None:
+def _site_root(args: argparse.Namespace) -> Source | None:
+    """The site the pulse came from (``--source``, else guessed from its location)."""
+    if args.source:
+        return open_source(args.source)
+    location = args.location
+    if "://" not in location:
+        location = str(Path(location).resolve())
+    return site_root_of(location)
+
+
+def _certificate_for(
+    pulse: Pulse, args: argparse.Namespace, root: Source | None
+) -> TrustedCertificate | None:
     if args.cert:
         return TrustedCertificate.from_bytes(read_location(args.cert))
-    root: Source | None
-    if args.source:
-        root = open_source(args.source)
-    else:
-        location = args.location
-        if "://" not in location:
-            location = str(Path(location).resolve())
-        root = site_root_of(location)
     if root is None:
         return None
     data = root.get(layout.certificate_key(pulse.certificate_id.hex()))
@@ -199,11 +212,37 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
         else:
             print(f"invalid pulse: {exc}")
         return EXIT_INVALID
-    report = verify_pulse(pulse, _certificate_for(pulse, args))
+    root = _site_root(args)
+    certificate = _certificate_for(pulse, args, root)
+    pq: list[str] = []
+
+    def pq_check(p: Pulse) -> list[CheckError]:
+        cosignature = None
+        keys: Callable[[bytes], PqKey | None] = lambda _: None  # noqa: E731
+        if root is not None:
+            cosignature = root.get(
+                layout.pq_signature_key(p.chain_index, p.pulse_index),
+                max_bytes=MAX_COSIGNATURE_BYTES,
+            )
+            on_site = certificate_lookup(root)
+            keys = pq_key_lookup(
+                root,
+                lambda cid: (
+                    certificate
+                    if certificate is not None and certificate.certificate_id == cid
+                    else on_site(cid)
+                ),
+            )
+        verdict, failures = pq_verdict(p, cosignature, keys, require=args.require_pq)
+        pq.append(verdict)
+        return failures
+
+    report = verify_pulse(pulse, certificate, extra_checks=(pq_check,))
     if args.json:
-        _print_json(_pulse_report_dict(report))
+        _print_json(_pulse_report_dict(report) | {"pqSignature": pq[0]})
     else:
         _print_pulse_verdict(pulse, report, list(report.failures), " (pass --cert or --source)")
+        print(f"co-signature (ML-DSA-65): {pq[0]}")
     return EXIT_VALID if report.ok else EXIT_INVALID
 
 
@@ -279,6 +318,7 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         last=last,
         jobs=args.jobs,
         archives=args.archives,
+        require_pq=args.require_pq,
         progress=_progress(sys.stderr.isatty() and not args.json),
     )
     if args.json:
@@ -298,9 +338,10 @@ def _print_chain_report(report: ChainReport) -> None:
     if report.missing_count > sum(hi - lo + 1 for lo, hi in report.missing):
         print("... and more missing pulses")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.source_kinds.items())) or "none"
+    pq = ", ".join(f"{k} {v}" for k, v in sorted(report.pq_signatures.items())) or "none"
     print(
         f"{report.pulses_checked} pulses checked ({report.first_index}..{report.last_index}); "
-        f"entropy sources: {kinds}; gaps {report.gaps}; "
+        f"entropy sources: {kinds}; co-signatures: {pq}; gaps {report.gaps}; "
         f"certificate changes {report.certificate_changes}; "
         f"missing {report.missing_count}; "
         f"unverifiable signatures {report.signatures_unverifiable}; "

@@ -44,9 +44,22 @@ from beacon_verifier.checks import (
     Segment,
     TrustedCertificate,
 )
-from beacon_verifier.errors import ChainError, CheckError, FetchError, PulseFormatError
+from beacon_verifier.errors import (
+    ChainError,
+    CheckError,
+    FetchError,
+    PulseFormatError,
+    SignatureError,
+)
 from beacon_verifier.fetch import Source, TooLargeError, read_chunks
 from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, load_json, parse_pulse
+from beacon_verifier.pq import (
+    MAX_COSIGNATURE_BYTES,
+    MAX_KEY_DOCUMENT_BYTES,
+    PqKey,
+    check_cosignature,
+    parse_key_document,
+)
 
 __all__ = [
     "MAX_JOBS",
@@ -220,7 +233,7 @@ def _check_quantum_bits(pulse: Pulse, doc: dict[str, object]) -> None:
 class Slot:
     """Pulse ``index`` as the site has it: ``data`` None when missing; ``error`` says
     why ``data`` is not a pulse; the entropy record, if any, or why it cannot be read;
-    the co-signature when an archive carried it (not checked here)."""
+    the pulse's ML-DSA-65 co-signature object when the site has one."""
 
     index: int
     data: bytes | None
@@ -254,10 +267,16 @@ def _object(source: Source, chain: int, index: int) -> Slot:
     if (pulse.chain_index, pulse.pulse_index) != (chain, index):
         return Slot(index, data, pulse)  # reported as misplaced; its record is not its own
     try:
+        cosignature = source.get(
+            layout.pq_signature_key(chain, index), max_bytes=MAX_COSIGNATURE_BYTES
+        )
+    except TooLargeError:
+        cosignature = b"\0"  # oversized: reported as a malformed co-signature
+    try:
         record = source.get(layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES)
     except TooLargeError as exc:
-        return Slot(index, data, pulse, entropy_error=str(exc))
-    return Slot(index, data, pulse, entropy=record)
+        return Slot(index, data, pulse, entropy_error=str(exc), cosignature=cosignature)
+    return Slot(index, data, pulse, entropy=record, cosignature=cosignature)
 
 
 def _placed(slot: Slot, chain: int) -> bool:
@@ -392,9 +411,72 @@ class _Task:
     day_hint: date | None
     archives: bool
     extra_checks: tuple[PulseCheck, ...]
+    require_pq: bool = False
 
 
-def _check_slot(verifier: ChainVerifier, slot: Slot, chain: int) -> None:
+def pq_key_lookup(
+    source: Source, certificates: Callable[[bytes], TrustedCertificate | None]
+) -> Callable[[bytes], PqKey | None]:
+    """Find PQ key documents on ``source`` by keyId, checked against their certificate.
+
+    None when the site has no such document; a document that is malformed or
+    not vouched for raises (``PulseFormatError`` / ``SignatureError``), every time.
+    """
+    cache: dict[bytes, PqKey | Exception | None] = {}
+
+    def lookup(kid: bytes) -> PqKey | None:
+        if kid not in cache:
+            try:
+                data = source.get(layout.pq_key_key(kid.hex()), max_bytes=MAX_KEY_DOCUMENT_BYTES)
+                cache[kid] = None if data is None else parse_key_document(data, certificates)
+            except (PulseFormatError, SignatureError, TooLargeError) as exc:
+                cache[kid] = exc
+        found = cache[kid]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    return lookup
+
+
+def pq_verdict(
+    pulse: Pulse,
+    cosignature: bytes | None,
+    keys: Callable[[bytes], PqKey | None],
+    *,
+    require: bool,
+) -> tuple[str, list[CheckError]]:
+    """``("valid" | "missing" | "invalid", failures)`` for a pulse's co-signature.
+
+    A missing co-signature is a failure only with ``require``.
+    """
+    if cosignature is None:
+        failures: list[CheckError] = []
+        if require:
+            failures.append(
+                SignatureError(
+                    "pq signature", pulse_index=pulse.pulse_index, detail="no co-signature"
+                )
+            )
+        return "missing", failures
+    try:
+        check_cosignature(pulse, cosignature, keys)
+    except SignatureError as exc:
+        return "invalid", [exc]
+    except (PulseFormatError, TooLargeError) as exc:
+        return "invalid", [
+            SignatureError("pq signature", pulse_index=pulse.pulse_index, detail=str(exc))
+        ]
+    return "valid", []
+
+
+def _check_slot(
+    verifier: ChainVerifier,
+    slot: Slot,
+    chain: int,
+    pq_keys: Callable[[bytes], PqKey | None] | None = None,
+    require_pq: bool = False,
+) -> None:
     index = slot.index
     if slot.error is not None or slot.pulse is None:
         verifier.report.fail([ChainError("format", pulse_index=index, detail=slot.error or "")])
@@ -414,6 +496,11 @@ def _check_slot(verifier: ChainVerifier, slot: Slot, chain: int) -> None:
         )
         return
     verifier.add(pulse)
+    if pq_keys is not None:
+        verdict, pq_failures = pq_verdict(pulse, slot.cosignature, pq_keys, require=require_pq)
+        counts = verifier.report.pq_signatures
+        counts[verdict] = counts.get(verdict, 0) + 1
+        verifier.report.fail(pq_failures)
     if slot.entropy_error is not None:
         verifier.report.fail(
             [ChainError("entropy record", pulse_index=index, detail=slot.entropy_error)]
@@ -428,7 +515,9 @@ def _check_slot(verifier: ChainVerifier, slot: Slot, chain: int) -> None:
 
 def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Segment:
     """Check one segment; ``tick(n)``: the first n pulses are dealt with."""
-    verifier = ChainVerifier.for_segment(certificate_lookup(task.source), task.extra_checks)
+    certificates = certificate_lookup(task.source)
+    verifier = ChainVerifier.for_segment(certificates, task.extra_checks)
+    pq_keys = pq_key_lookup(task.source, certificates)
     items = read_chain(
         task.source,
         task.chain,
@@ -446,7 +535,7 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
         if item.data is None:
             verifier.missing(item.index, item.index)
         else:
-            _check_slot(verifier, item, task.chain)
+            _check_slot(verifier, item, task.chain, pq_keys, task.require_pq)
         if tick is not None and item.index % 512 == 0:
             tick(item.index - task.first + 1)
     return verifier.segment()
@@ -481,6 +570,7 @@ def plan_segments(
     *,
     archives: bool = True,
     extra_checks: tuple[PulseCheck, ...] = (),
+    require_pq: bool = False,
 ) -> list[_Task]:
     """Cut ``first``..``last`` of ``tip``'s chain into segments of whole days.
 
@@ -504,7 +594,7 @@ def plan_segments(
             next_day = day + timedelta(days=days)
             hi = max(lo, first + -(-(layout.day_start_ms(next_day) - start) // period) - 1)
         hi = min(hi, last)
-        tasks.append(_Task(source, chain, lo, hi, day, archives, extra_checks))
+        tasks.append(_Task(source, chain, lo, hi, day, archives, extra_checks, require_pq))
         lo, day = hi + 1, next_day
     return tasks
 
@@ -548,13 +638,16 @@ def replay_chain(
     jobs: int = 1,
     archives: bool = True,
     extra_checks: tuple[PulseCheck, ...] = (),
+    require_pq: bool = False,
 ) -> ChainReport:
     """Fetch and check pulses ``first``..``last`` of ``chain`` (default: the latest chain,
     to its last pulse), from daily archives where the site has them (``archives``).
 
     ``jobs`` > 1 checks segments in that many worker processes (``source`` and
     ``extra_checks`` must pickle); the report is the same. Missing pulses are
-    reported as missing, malformed ones as failures. Raises ``FetchError`` when
+    reported as missing, malformed ones as failures. Co-signatures are checked
+    where present and counted (valid / invalid / missing); ``require_pq`` makes
+    a missing one a failure. Raises ``FetchError`` when
     the site cannot be read, ``ValueError`` for a ``jobs`` out of 1..64.
     """
     if not 1 <= jobs <= MAX_JOBS:
@@ -564,7 +657,15 @@ def replay_chain(
     joined = ChainVerifier(certificates=_no_certificate)
     if first > last:
         return joined.report
-    tasks = plan_segments(source, tip, first, last, archives=archives, extra_checks=extra_checks)
+    tasks = plan_segments(
+        source,
+        tip,
+        first,
+        last,
+        archives=archives,
+        extra_checks=extra_checks,
+        require_pq=require_pq,
+    )
     total = last - first + 1
 
     def tick(i: int, n: int) -> None:
@@ -592,6 +693,7 @@ def report_as_dict(report: ChainReport) -> dict[str, Any]:
         "missing": [list(r) for r in report.missing],
         "sourceKinds": report.source_kinds,
         "outputVariants": report.variants,
+        "pqSignatures": report.pq_signatures,
         "failureCount": report.failure_count,
         "failures": [failure_as_dict(f) for f in report.failures],
     }
