@@ -262,7 +262,7 @@ class Beacon:
     def _publish_loop(self) -> None:
         state = State(self.settings.state_path)
         delay = 0.5
-        published_certificate = False
+        published_certificate = published_site = False
         site = SiteInfo(
             name=self.settings.name,
             site_url=self.settings.site_url,
@@ -280,12 +280,6 @@ class Beacon:
                 try:
                     if not published_certificate:
                         publish_identity(self.publisher, self.signer)
-                        publish_site_pages(
-                            self.publisher,
-                            site,
-                            self.signer.certificate_id,
-                            max_age=self._seconds_to_next_boundary(),
-                        )
                         published_certificate = True
                     for item in items:
                         max_age = self._seconds_to_next_boundary()
@@ -301,6 +295,15 @@ class Beacon:
                         archive_complete_days(self.publisher, state, item.time_ms, max_age=max_age)
                         self._publish_batches(item.chain_index, item.pulse_index)
                         self._write_status(state, item.time_ms)
+                    if not published_site:
+                        # After the first pulses rather than before: pulses are waited for.
+                        publish_site_pages(
+                            self.publisher,
+                            site,
+                            self.signer.certificate_id,
+                            max_age=self._seconds_to_next_boundary(),
+                        )
+                        published_site = True
                     delay = 0.5
                 except AlreadyPublishedError as exc:
                     # Different bytes under our key: another writer forked the chain.

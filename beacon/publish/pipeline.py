@@ -13,7 +13,8 @@ archive (immutable) and the day's HTML page, updates the list of days, and
 only then forgets them, so a crash in between simply writes the same again.
 
 The site's other pages (style sheet, "verify it yourself", fair draws, the
-list of days) are written at start by ``publish_site_pages``.
+list of days) are written by ``publish_site_pages`` once per run, right after
+the first pulses it publishes (so that they do not delay those pulses).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def publish_identity(publisher: Publisher, signer: Signer) -> None:
 def publish_site_pages(
     publisher: Publisher, site: SiteInfo, certificate_id: bytes, *, max_age: int
 ) -> None:
-    """Write the site's pages that do not follow pulses (mutable), once at start.
+    """Write the site's pages that do not follow pulses (mutable), once per run.
 
     The style sheet, "verify it yourself", fair draws, and the list of days (so
     the home page's link to it resolves before any day is complete).
