@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import zlib
 from datetime import date
 from pathlib import Path
 
 import pytest
+from beacon_verifier.archive import iter_day_archive
 from beacon_verifier.errors import FetchError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,44 +32,10 @@ T0 = day_start_ms(DAY)
 def read_day_archive(
     data: bytes, *, max_bytes: int = 64 * 1024 * 1024
 ) -> list[tuple[bytes, bytes | None]]:
-    """The reader proposed for the verifier: (pulse bytes, entropy bytes or None) per line.
-
-    Raises FetchError when the archive is not one gzip member of at most
-    ``max_bytes`` uncompressed, or a line is not {"pulse": str, "entropy": str|null}.
-    """
-    try:
-        inflater = zlib.decompressobj(wbits=31)
-        text = inflater.decompress(data, max_bytes + 1)
-    except zlib.error as exc:
-        raise FetchError(f"archive is not gzip: {exc}") from exc
-    if len(text) > max_bytes or inflater.unconsumed_tail:
-        raise FetchError(f"archive is larger than {max_bytes} bytes uncompressed")
-    if not inflater.eof or inflater.unused_data:
-        raise FetchError("archive is truncated or has trailing data")
-    if text and not text.endswith(b"\n"):
-        raise FetchError("archive does not end with a newline")
-    out: list[tuple[bytes, bytes | None]] = []
-    for number, line in enumerate(text.split(b"\n")[:-1], start=1):
-        try:
-            obj = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise FetchError(f"archive line {number}: not JSON") from exc
-        if (
-            not isinstance(obj, dict)
-            or set(obj) != {"pulse", "entropy"}
-            or not isinstance(obj["pulse"], str)
-            or not (obj["entropy"] is None or isinstance(obj["entropy"], str))
-        ):
-            raise FetchError(
-                f'archive line {number}: expected {{"pulse": str, "entropy": str|null}}'
-            )
-        try:
-            pulse = obj["pulse"].encode("utf-8")
-            entropy = None if obj["entropy"] is None else obj["entropy"].encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise FetchError(f"archive line {number}: lone surrogate in a string") from exc
-        out.append((pulse, entropy))
-    return out
+    """What the verifier's reader recovers: (pulse bytes, entropy bytes or None) per line."""
+    return [
+        (entry.pulse, entry.entropy) for entry in iter_day_archive([data], max_text_bytes=max_bytes)
+    ]
 
 
 def item(minute: int, pulse: int, *, chain: int = 1, entropy: bytes | None = b"{}") -> ArchiveItem:

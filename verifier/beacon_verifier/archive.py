@@ -29,10 +29,9 @@ import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from beacon_verifier.errors import FetchError
-from beacon_verifier.format import MAX_PULSE_BYTES
+from beacon_verifier.errors import FetchError, PulseFormatError
+from beacon_verifier.format import MAX_PULSE_BYTES, load_json
 from beacon_verifier.pq import MAX_COSIGNATURE_BYTES
 
 #: Largest compressed archive read (it is streamed, so this bounds time, not memory):
@@ -70,22 +69,6 @@ class _Bad(Exception):
     """Internal: why a line is refused; becomes ``FetchError`` naming the archive."""
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Bad(f"field {key!r} appears twice")
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> None:
-    raise _Bad(f"{name} is not allowed")
-
-
-_STRICT = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
-
-
 Fields = tuple[str, str | None, str | None]
 
 
@@ -121,9 +104,10 @@ def _fields(text: str) -> Fields:
     if quick is not None:
         return quick
     try:
-        obj = _STRICT.decode(text)
-    except (ValueError, RecursionError) as exc:
-        raise _Bad(f"not JSON ({exc})") from None
+        obj = load_json(text.encode("utf-8"), max_bytes=MAX_LINE_BYTES)
+    except PulseFormatError as exc:
+        # load_json names the whole line "json", and a repeated key by its name.
+        raise _Bad(f"not JSON ({exc.reason})" if exc.field == "json" else str(exc)) from None
     if (
         not isinstance(obj, dict)
         or obj.keys() not in _KEYS

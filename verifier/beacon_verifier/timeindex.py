@@ -51,7 +51,8 @@ from itertools import pairwise
 from typing import Any, Literal, get_args
 
 from beacon_verifier import layout
-from beacon_verifier.errors import FetchError
+from beacon_verifier.errors import FetchError, PulseFormatError
+from beacon_verifier.format import load_json
 
 Kind = Literal["at_or_after", "previous", "next"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
@@ -206,36 +207,12 @@ class _Malformed(Exception):
     """Internal: a reason, turned into ``FetchError`` naming the key."""
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in out:
-            raise _Malformed(f"field {name!r} appears twice")
-        out[name] = value
-    return out
-
-
-def _reject_constant(name: str) -> None:
-    raise _Malformed(f"{name} is not allowed")
-
-
 def _load(data: bytes) -> dict[str, Any]:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise _Malformed(f"expected bytes, got {type(data).__name__}")
-    if len(data) > MAX_INDEX_BYTES:
-        raise _Malformed(f"larger than {MAX_INDEX_BYTES} bytes")
     try:
-        obj = json.loads(
-            bytes(data).decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except UnicodeDecodeError as exc:
-        raise _Malformed(f"not UTF-8 (byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise _Malformed(f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
-    except (ValueError, RecursionError) as exc:
-        raise _Malformed(f"not acceptable JSON: {type(exc).__name__}") from exc
+        obj = load_json(data, max_bytes=MAX_INDEX_BYTES)
+    except PulseFormatError as exc:
+        # load_json names the whole document "json", and a repeated key by its name.
+        raise _Malformed(exc.reason if exc.field == "json" else str(exc)) from exc
     if not isinstance(obj, dict):
         raise _Malformed("not a JSON object")
     version = obj.get("version")
