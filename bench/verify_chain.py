@@ -46,12 +46,11 @@ from typing import Any
 
 from beacon_verifier import layout
 from beacon_verifier.checks import TrustedCertificate
-from beacon_verifier.format import parse_pulse, signing_input
+from beacon_verifier.format import canonical_json, parse_pulse, signing_input
 from beacon_verifier.timeindex import TimeEntry
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from beacon.entropy import canonical_json
 from beacon.entropy.record import fallback_record
 from beacon.publish.archives import ArchiveItem, build_day_archive
 from beacon.publish.indexes import build_indexes

@@ -11,7 +11,6 @@ This package does not schedule anything: the service decides when to draw.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -23,13 +22,6 @@ QUANTUM_HARDWARE = "quantum-hardware"
 QUANTUM_SIMULATOR = "quantum-simulator"
 OS_FALLBACK = "os-fallback"
 SOURCE_KINDS = (QUANTUM_HARDWARE, QUANTUM_SIMULATOR, OS_FALLBACK)
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Return the canonical bytes of a JSON value: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 def random_bytes(urandom: Callable[[int], bytes], n: int) -> bytes:

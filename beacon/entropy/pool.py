@@ -47,9 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from beacon_verifier.format import canonical_json
 from numpy.typing import NDArray
 
-from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, RawBatch, canonical_json
+from beacon.entropy import QUANTUM_HARDWARE, QUANTUM_SIMULATOR, RawBatch
 from beacon.entropy.extract import (
     Conditioned,
     bits_needed,

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from beacon_verifier.format import canonical_json
+
 from beacon.entropy import (
     OS_FALLBACK,
     QUANTUM_HARDWARE,
     QUANTUM_SIMULATOR,
     EntropyDraw,
-    canonical_json,
 )
 from beacon.entropy.extract import Conditioned
 from beacon.entropy.health import HealthResult

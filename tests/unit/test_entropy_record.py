@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from beacon_verifier.format import canonical_json
 
 from beacon.entropy import (
     OS_FALLBACK,
     QUANTUM_HARDWARE,
     QUANTUM_SIMULATOR,
     EntropySource,
-    canonical_json,
 )
 from beacon.entropy.extract import bits_needed, condition, rederive
 from beacon.entropy.health import run_health_tests

@@ -17,14 +17,13 @@ from beacon_verifier import layout
 from beacon_verifier.checks import ChainReport, ChainVerifier, TrustedCertificate
 from beacon_verifier.cli import main
 from beacon_verifier.fetch import LocalSource
-from beacon_verifier.format import ListValue, Pulse, parse_pulse
+from beacon_verifier.format import ListValue, Pulse, canonical_json, parse_pulse
 from beacon_verifier.replay import read_chain, replay_chain
 from beacon_verifier.timeindex import TimeEntry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beacon.config import Settings
-from beacon.entropy import canonical_json
 from beacon.entropy.os_source import OsSource
 from beacon.entropy.record import fallback_record
 from beacon.publish.archives import ArchiveItem, build_day_archive
@@ -122,8 +121,6 @@ def test_quantum_record_bits_are_rechecked(tmp_path: Path, signer: Signer) -> No
     from beacon_verifier.errors import ChainError
     from beacon_verifier.format import parse_pulse
     from beacon_verifier.replay import check_entropy_record
-
-    from beacon.entropy import canonical_json
 
     bits = bytes(range(160))
     record = {

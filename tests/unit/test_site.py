@@ -12,9 +12,14 @@ from urllib.parse import urlsplit
 import jinja2
 import pytest
 from beacon_verifier import layout
-from beacon_verifier.format import format_timestamp, parse_pulse, pulse_to_object
+from beacon_verifier.format import (
+    canonical_json,
+    format_timestamp,
+    parse_pulse,
+    pulse_to_object,
+)
 
-from beacon.entropy import EntropyDraw, canonical_json
+from beacon.entropy import EntropyDraw
 from beacon.entropy.record import fallback_record
 from beacon.publish.local import LocalDirPublisher
 from beacon.publish.pipeline import archive_complete_days, publish_item, publish_site_pages

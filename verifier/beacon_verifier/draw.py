@@ -26,12 +26,18 @@ import json
 import re
 import struct
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from beacon_verifier.errors import DrawError, PulseFormatError
-from beacon_verifier.format import HASH_LEN, format_timestamp, load_json, parse_timestamp
+from beacon_verifier.format import (
+    HASH_LEN,
+    canonical_json,
+    format_timestamp,
+    load_json,
+    parse_timestamp,
+)
 
 __all__ = [
     "DOMAIN",
@@ -239,13 +245,7 @@ class Manifest:
         }
         if self.also:
             obj["also"] = [{"beacon": ref.beacon, "chain": ref.chain} for ref in self.also]
-        return _canonical(obj)
-
-
-def _canonical(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+        return canonical_json(obj)
 
 
 _MANIFEST_KEYS = frozenset(

@@ -276,6 +276,16 @@ _STRICT_JSON = json.JSONDecoder(
 )
 
 
+def canonical_json(obj: Any) -> bytes:
+    """The canonical bytes of a JSON value: sorted keys, no whitespace, UTF-8, no NaN.
+
+    Entropy records, draw manifests and PQ documents are all written this way.
+    """
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
 def load_json(data: bytes, *, what: str = "json", max_bytes: int = MAX_PULSE_BYTES) -> Any:
     """Decode strict JSON bytes: UTF-8, no duplicate keys, no NaN, bounded size.
 

@@ -5,7 +5,7 @@ immutable objects carry the post-quantum layer:
 
 **Key document** at ``beacon/2.0/pq-key/{keyId}``, keyId = SHA-512 of the raw
 ML-DSA-65 public key (1952 bytes), in lowercase hex. Its bytes are the canonical
-JSON (sorted keys, no whitespace, ASCII)::
+JSON (``format.canonical_json``; all of it ASCII)::
 
     {"document":"<D>","rsaSignature":"<HEX>"}
 
@@ -32,7 +32,6 @@ pulse's own fields. Pure: bytes in, verdicts out.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import mldsa, padding
 
 from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.errors import PulseFormatError, SignatureError
-from beacon_verifier.format import Pulse, load_json, signing_input
+from beacon_verifier.format import Pulse, canonical_json, load_json, signing_input
 
 __all__ = [
     "ALGORITHM",
@@ -65,10 +64,6 @@ PUBLIC_KEY_BYTES = 1952
 SIGNATURE_BYTES = 3309
 MAX_KEY_DOCUMENT_BYTES = 16 * 1024
 MAX_COSIGNATURE_BYTES = 16 * 1024
-
-
-def _canonical(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def key_id(public_key_raw: bytes) -> bytes:
@@ -94,7 +89,7 @@ def encode_key_document(
     public_key_raw: bytes, certificate_id: bytes, rsa_sign: Callable[[bytes], bytes]
 ) -> bytes:
     """The key document's bytes; ``rsa_sign`` signs with the certificate's key."""
-    document = _canonical(
+    document = canonical_json(
         {
             "algorithm": ALGORITHM,
             "certificateId": certificate_id.hex(),
@@ -102,7 +97,7 @@ def encode_key_document(
             "version": VERSION,
         }
     )
-    return _canonical(
+    return canonical_json(
         {"document": document.decode(), "rsaSignature": rsa_sign(document).hex().upper()}
     )
 
@@ -172,7 +167,7 @@ def parse_key_document(
 
 def encode_cosignature(key_id_: bytes, signature: bytes) -> bytes:
     """The co-signature object's bytes."""
-    return _canonical(
+    return canonical_json(
         {"keyId": key_id_.hex(), "signature": signature.hex().upper(), "version": VERSION}
     )
 
