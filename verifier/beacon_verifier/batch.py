@@ -18,12 +18,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from beacon_verifier.archive import MAX_RECORD_BYTES
 from beacon_verifier.errors import ChainError, PulseFormatError
 from beacon_verifier.format import load_json
 
 __all__ = ["BatchCheck", "batch_bits", "check_raw_batch", "cited_batch"]
-
-MAX_RECORD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
