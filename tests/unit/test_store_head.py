@@ -9,10 +9,11 @@ import pytest
 from beacon_verifier import layout
 
 from beacon.errors import PublishError
-from beacon.publish.head import read_store_head
+from beacon.publish.head import complete_day, read_store_head
 from beacon.publish.local import LocalDirPublisher
 from beacon.pulse.builder import BuiltPulse, ChainHead, build_pulse
 from beacon.pulse.keys import Signer
+from beacon.state import OutboxItem
 
 MINUTE = 60_000
 NEW_YEAR = 1_798_761_600_000  # 2027-01-01T00:00:00Z
@@ -101,3 +102,45 @@ def test_a_broken_link_or_object_is_a_publish_error(tmp_path: Path, signer: Sign
     store.put_immutable(layout.pulse_key(1, 1), b"{}", content_type="")
     with pytest.raises(PublishError, match="pulse"):
         read_store_head(store, 1)
+
+
+def test_a_day_taken_over_midway_is_completed_from_the_store(
+    tmp_path: Path, signer: Signer
+) -> None:
+    quarter = 6 * 60 * MINUTE  # a 6-hour period: four pulses a day
+    times = [NEW_YEAR + k * quarter for k in range(-1, 6)]  # 18:00 the day before .. 06:00 next
+    pulses = []
+    head: ChainHead | None = None
+    for n, t in enumerate(times):
+        built = build_pulse(
+            head,
+            time_ms=t,
+            period_ms=quarter,
+            local_random_value=value(n),
+            next_local_random_value=value(n + 1),
+            signer=signer,
+            base_url="https://beacon.example",
+        )
+        pulses.append(built)
+        head = built.head
+    store = LocalDirPublisher(tmp_path)
+    publish(store, pulses, last=None)
+    for built in pulses:
+        store.put_immutable(
+            layout.entropy_record_key(1, built.pulse.pulse_index),
+            b'{"source":"os-fallback"}',
+            content_type="",
+        )
+
+    def mine(index: int) -> OutboxItem:
+        built = pulses[index - 1]
+        return OutboxItem(0, 1, index, built.pulse.time_ms, built.data, b"mine", "mine", {})
+
+    day = layout.day_of(NEW_YEAR)
+    # This instance published 12:00 only (it took over at noon and lost the lease again).
+    completed = complete_day(store, day, [mine(4)])
+    assert [i.pulse_index for i in completed] == [2, 3, 4, 5]
+    assert [i.kind for i in completed] == ["os-fallback", "os-fallback", "mine", "os-fallback"]
+    assert completed[0].pulse == pulses[1].data
+    # With 00:00 and 18:00 its own, the hole at 06:00 and 12:00 is filled.
+    assert [i.pulse_index for i in complete_day(store, day, [mine(2), mine(5)])] == [2, 3, 4, 5]
