@@ -18,18 +18,27 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 from beacon_verifier.format import format_timestamp
 
 from beacon.clock import Clock, boundary_at_or_before
 from beacon.config import Settings
 from beacon.entropy import EntropyDraw, EntropySource, ReleasesBatches, ReportsPool
-from beacon.errors import AlreadyPublishedError, BeaconError, EntropyError, PublishError
+from beacon.errors import (
+    AlreadyPublishedError,
+    BeaconError,
+    EntropyError,
+    HealthTestError,
+    PublishError,
+)
 from beacon.faults import failpoint
+from beacon.metrics import HEALTH_FAILURES, Metrics
 from beacon.publish import JSON, Publisher
 from beacon.publish.pipeline import (
     archive_complete_days,
@@ -41,7 +50,7 @@ from beacon.publish.pipeline import (
 from beacon.publish.site import RECENT_PULSES, STATUS_KEY, SiteInfo
 from beacon.pulse.builder import BuildError, ChainHead, build_pulse
 from beacon.pulse.keys import Signer
-from beacon.state import InstanceLock, State
+from beacon.state import InstanceLock, OutboxItem, State
 
 log = logging.getLogger("beacon")
 
@@ -98,6 +107,12 @@ class Beacon:
         self._prepare_delay = 0.0  # seconds; set by run(), 0 when ticks are driven directly
         self._publisher_thread: threading.Thread | None = None
         self._drain_deadline = float("inf")
+        self.metrics = Metrics(
+            now=lambda: self.clock.now_ms() / 1000,
+            counters=self.state.counters(),
+            outbox_length=self.state.outbox_length(),
+        )
+        self._report_lease()
 
     # --- entropy -------------------------------------------------------------
 
@@ -105,6 +120,7 @@ class Beacon:
         try:
             return self.source.draw(slot.chain_index, slot.pulse_index)
         except EntropyError as exc:
+            self._count_health_failure(exc)
             return self._fallback(slot, f"{self.source.name}: {exc}")
 
     def _fallback(self, slot: PulseSlot, reason: str) -> EntropyDraw:
@@ -151,10 +167,16 @@ class Beacon:
         try:
             return future.result()
         except EntropyError as exc:
+            self._count_health_failure(exc)
             return self._fallback(slot, f"{self.source.name}: {exc}")
         except Exception as exc:  # a source bug must not stop the beacon
             log.exception("entropy source %s crashed", self.source.name)
             return self._fallback(slot, f"{self.source.name} crashed: {type(exc).__name__}")
+
+    def _count_health_failure(self, exc: EntropyError) -> None:
+        if isinstance(exc, HealthTestError):
+            self.state.bump(HEALTH_FAILURES)
+            self.metrics.health_test_failed()
 
     # --- the tick ------------------------------------------------------------
 
@@ -236,6 +258,7 @@ class Beacon:
             cosignature=built.cosignature,
         )
         failpoint("after-commit")
+        self.metrics.pulse_committed(current.kind)
         log.info(
             "pulse %d/%d %s status %d source %s",
             built.pulse.chain_index,
@@ -289,6 +312,7 @@ class Beacon:
                             last_max_age=max_age,
                             site=site,
                             recent=state.recent_published(RECENT_PULSES),
+                            on_pulse_stored=partial(self._pulse_stored, item),
                         )
                         failpoint("before-mark-published")
                         state.mark_published(item.seq, item.time_ms)
@@ -361,12 +385,35 @@ class Beacon:
                 status["pool"] = self.source.pool_status()
             except EntropyError as exc:
                 status["pool"] = {"error": str(exc)}
+        status.update(self._metrics_status(state, status.get("pool")))
         self.publisher.put_mutable(
             STATUS_KEY,
             json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",
             content_type=JSON,
             max_age=self._seconds_to_next_boundary(),
         )
+
+    # --- metrics -------------------------------------------------------------
+
+    def _report_lease(self) -> None:
+        """Tell the metrics which failover role this process holds.
+
+        The one place the lease reaches the metrics; until a lease exists, every
+        beacon runs alone.
+        """
+        self.metrics.set_lease("single", None)
+
+    def _pulse_stored(self, item: OutboxItem) -> None:
+        self.metrics.pulse_stored(
+            item.chain_index, item.pulse_index, item.time_ms, self.clock.now_ms()
+        )
+
+    def _metrics_status(self, state: State, pool: object) -> dict[str, Any]:
+        """Update the figures read from the state and the pool; return them for status.json."""
+        self.metrics.set_outbox_length(state.outbox_length())
+        if isinstance(pool, Mapping):
+            self.metrics.set_pool(pool)
+        return self.metrics.status()
 
     # --- lifecycle -----------------------------------------------------------
 
