@@ -24,6 +24,7 @@ from beacon import __version__
 from beacon.config import Settings, load_settings
 from beacon.entropy import EntropySource
 from beacon.errors import BeaconError, EntropyError
+from beacon.faults import with_entropy_faults
 from beacon.publish import Publisher
 from beacon.pulse.keys import KEY_FILE, Signer, init_identity, load_identity
 from beacon.state import State, read_pid
@@ -163,7 +164,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         settings=settings,
         signer=signer,
         clock=SystemClock(),
-        source=make_source(settings),
+        source=with_entropy_faults(make_source(settings)),  # unchanged unless SOAK_FAULT_DIR
         fallback=lambda reason: OsSource(reason=reason),
         publisher=make_publisher(settings),
         count=args.count,

@@ -49,3 +49,15 @@ class TransientPublishError(PublishError):
     Connection refused or reset, timeouts, throttling, HTTP 5xx, or a conflicting
     concurrent request (409).
     """
+
+
+class ConditionFailedError(PublishError):
+    """A conditional write found the object in another version than the one expected.
+
+    Not a store failure: someone else wrote the object (for the lease: another
+    instance took it). Retrying the same write cannot succeed.
+    """
+
+
+class LeaseLostError(BeaconError):
+    """Another instance holds the publishing lease: this one must not publish."""

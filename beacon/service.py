@@ -10,6 +10,10 @@ Threads, and why:
   OS fallback.
 - one publisher thread drains the outbox in order, retrying with backoff, so a
   store outage delays publication but never a tick.
+- one lease thread renews the publishing lease (``beacon.lease``) while this
+  instance is active. Before that, ``acquire_lease`` waits as a standby; after a
+  takeover the chain continues from the head found in the store. An instance
+  that finds another holding its lease stops without publishing again.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from beacon_verifier.format import format_timestamp
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from beacon_verifier.format import format_timestamp, parse_pulse
 
 from beacon.clock import Clock, boundary_at_or_before
 from beacon.config import Settings
@@ -35,11 +41,14 @@ from beacon.errors import (
     BeaconError,
     EntropyError,
     HealthTestError,
+    LeaseLostError,
     PublishError,
 )
 from beacon.faults import failpoint
+from beacon.lease import Lease, lease_ttl_ms
 from beacon.metrics import HEALTH_FAILURES, Metrics
 from beacon.publish import JSON, Publisher
+from beacon.publish.head import read_store_head
 from beacon.publish.pipeline import (
     archive_complete_days,
     publish_batch,
@@ -106,7 +115,10 @@ class Beacon:
         self._fatal: BaseException | None = None
         self._prepare_delay = 0.0  # seconds; set by run(), 0 when ticks are driven directly
         self._publisher_thread: threading.Thread | None = None
+        self._lease_thread: threading.Thread | None = None
+        self._lease_lost = threading.Event()
         self._drain_deadline = float("inf")
+        self.lease = Lease(publisher, self.state.instance_id(), lease_ttl_ms(settings.period_ms))
         self.metrics = Metrics(
             now=lambda: self.clock.now_ms() / 1000,
             counters=self.state.counters(),
@@ -210,6 +222,8 @@ class Beacon:
 
     def tick(self) -> bool:
         """Emit the pulse for the current boundary. Returns False if it waited instead."""
+        if self._lease_lost.is_set():
+            return False
         now = self.clock.now_ms()
         period = self.settings.period_ms
         boundary = boundary_at_or_before(now, period)
@@ -301,10 +315,12 @@ class Beacon:
                     self._wake.clear()
                     continue
                 try:
+                    self.lease.ensure()
                     if not published_certificate:
                         publish_identity(self.publisher, self.signer)
                         published_certificate = True
                     for item in items:
+                        self.lease.ensure()
                         max_age = self._seconds_to_next_boundary()
                         publish_item(
                             self.publisher,
@@ -321,6 +337,7 @@ class Beacon:
                         self._write_status(state, item.time_ms)
                     if not published_site:
                         # After the first pulses rather than before: pulses are waited for.
+                        self.lease.ensure()
                         publish_site_pages(
                             self.publisher,
                             site,
@@ -329,6 +346,9 @@ class Beacon:
                         )
                         published_site = True
                     delay = 0.5
+                except LeaseLostError as exc:
+                    self._lose_lease(exc)
+                    return
                 except AlreadyPublishedError as exc:
                     # Different bytes under our key: another writer forked the chain.
                     log.critical("refusing to continue: %s", exc)
@@ -415,14 +435,121 @@ class Beacon:
             self.metrics.set_pool(pool)
         return self.metrics.status()
 
+    # --- the lease -----------------------------------------------------------
+
+    def acquire_lease(self) -> bool:
+        """Wait as a standby until this instance holds the lease; False if stopped first.
+
+        Then make the state continue the chain as published: after a takeover
+        (or whenever the store is ahead of this state) from the store's head.
+        """
+        lease = self.lease
+        announced = failing = False
+        while True:  # at least one attempt, even when already asked to stop (to drain)
+            try:
+                if lease.try_acquire():
+                    break
+                failing = False
+                if not announced:
+                    log.info(
+                        "lease: standby as %s, active is %s", lease.holder, lease.current_holder
+                    )
+                    announced = True
+            except PublishError as exc:
+                if not failing:
+                    log.warning("lease: cannot read the lease, staying standby: %s", exc)
+                    failing = True
+            if self._stop.wait(lease.poll_interval):
+                return False
+        while True:
+            try:
+                self._continue_published_chain()
+                return True
+            except LeaseLostError as exc:
+                self._lose_lease(exc)
+                return False
+            except PublishError as exc:
+                log.warning("lease: cannot read the chain head from the store yet: %s", exc)
+            if self._stop.wait(lease.poll_interval):
+                return False
+
+    def _continue_published_chain(self) -> None:
+        """Adopt the store's chain head unless this state already continues it."""
+        self.lease.ensure()
+        published = read_store_head(self.publisher, self.settings.chain)
+        local = self.state.head()
+        taken_from = self.lease.taken_from
+        if published is not None and not self._state_continues(local, published):
+            dropped = self.state.adopt_head(published)
+            self._current = None
+            if dropped:
+                log.warning("lease: dropped %d unpublished pulses of this instance", dropped)
+        if taken_from is None:
+            log.info("lease: active as %s", self.lease.holder)
+        else:
+            head = self.state.head()
+            log.info(
+                "lease: took over from %s, head is pulse %s",
+                taken_from,
+                "none" if head is None else f"{head.chain_index}/{head.pulse_index}",
+            )
+
+    def _state_continues(self, local: ChainHead | None, published: ChainHead) -> bool:
+        """True when this state's head is the published head or a pulse committed after it."""
+        if local is None:
+            return False
+        if (local.chain_index, local.pulse_index) == (published.chain_index, published.pulse_index):
+            return local.output_value == published.output_value
+        if published.ended:  # a new chain does not link to the old one
+            after = (published.chain_index + 1, 1)
+        else:
+            after = (published.chain_index, published.pulse_index + 1)
+        return any(
+            (item.chain_index, item.pulse_index) == after
+            and (published.ended or self._opens(item.pulse, published.output_value))
+            for item in self.state.outbox()
+        )
+
+    @staticmethod
+    def _opens(pulse: bytes, previous_output: bytes) -> bool:
+        links = {link.type: link.value for link in parse_pulse(pulse).list_values}
+        return links.get("previous") == previous_output
+
+    def _renew_loop(self) -> None:
+        failing = False
+        while not self._done.wait(self.lease.renew_interval):
+            try:
+                self.lease.renew()
+                failing = False
+            except LeaseLostError as exc:
+                self._lose_lease(exc)
+                return
+            except PublishError as exc:
+                if not failing:
+                    log.warning("lease: renewal failed, retrying: %s", exc)
+                    failing = True
+
+    def _lose_lease(self, exc: LeaseLostError) -> None:
+        if self._lease_lost.is_set():
+            return
+        self._lease_lost.set()
+        log.error("lease: lost to %s; stopping", self.lease.current_holder)
+        self._fatal = exc
+        self.stop()
+
     # --- lifecycle -----------------------------------------------------------
 
-    def start_background(self) -> None:
-        """Prime entropy and start the publisher thread.
+    def start_background(self) -> bool:
+        """Take the lease, prime entropy, start the publisher and lease threads.
 
+        Returns False, having started nothing, when stopped while still standby.
         Waits (at most one period) for the first background job, so the first
         scheduled pulses do not fall back only because the beacon just started.
         """
+        if not self.acquire_lease():
+            return False
+        self._lease_thread = threading.Thread(target=self._renew_loop, name="lease", daemon=True)
+        self._lease_thread.start()
         self.prime()
         if self._prepared is not None:
             try:
@@ -433,6 +560,7 @@ class Beacon:
             target=self._publish_loop, name="publisher", daemon=True
         )
         self._publisher_thread.start()
+        return True
 
     def stop(self) -> None:
         """Ask the beacon to stop after the current tick (safe from a signal handler)."""
@@ -440,43 +568,44 @@ class Beacon:
 
     def run(self) -> None:
         """Run until stopped (``--count``, ``stop``, a signal); drain the outbox; release."""
-        from apscheduler.schedulers.background import BackgroundScheduler
-        from apscheduler.triggers.interval import IntervalTrigger
-
         self._prepare_delay = min(2.0, self.settings.period_ms / 1000 / 5)
-        self.start_background()
         scheduler = BackgroundScheduler(timezone=UTC)
         try:
-            period_s = self.settings.period_ms / 1000
-            first = boundary_at_or_before(self.clock.now_ms(), self.settings.period_ms)
-            first += self.settings.period_ms
-            scheduler.add_job(
-                self._safe_tick,
-                IntervalTrigger(
-                    seconds=period_s,
-                    start_date=datetime.fromtimestamp(first / 1000, tz=UTC),
-                    timezone=UTC,
-                ),
-                id="tick",
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=max(1, int(period_s // 2)),
-            )
-            log.info(
-                "beacon running: period %.3g s, first pulse at %s, publishing to %s",
-                period_s,
-                format_timestamp(first),
-                self.settings.site_url,
-            )
-            scheduler.start()
-            while not self._stop.wait(timeout=0.5):
-                pass
+            if self.start_background():
+                self._tick_on_schedule(scheduler)
         finally:
             if scheduler.running:
                 scheduler.shutdown(wait=True)  # lets a tick in progress finish
             self.shutdown()
         if self._fatal is not None:
             raise BeaconError(str(self._fatal))
+
+    def _tick_on_schedule(self, scheduler: BackgroundScheduler) -> None:
+        """Tick on every period boundary until stopped."""
+        period_s = self.settings.period_ms / 1000
+        first = boundary_at_or_before(self.clock.now_ms(), self.settings.period_ms)
+        first += self.settings.period_ms
+        scheduler.add_job(
+            self._safe_tick,
+            IntervalTrigger(
+                seconds=period_s,
+                start_date=datetime.fromtimestamp(first / 1000, tz=UTC),
+                timezone=UTC,
+            ),
+            id="tick",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(1, int(period_s // 2)),
+        )
+        log.info(
+            "beacon running: period %.3g s, first pulse at %s, publishing to %s",
+            period_s,
+            format_timestamp(first),
+            self.settings.site_url,
+        )
+        scheduler.start()
+        while not self._stop.wait(timeout=0.5):
+            pass
 
     def _safe_tick(self) -> None:
         if self._stop.is_set():
@@ -495,6 +624,8 @@ class Beacon:
         self._wake.set()
         if self._publisher_thread is not None:
             self._publisher_thread.join()
+        if self._lease_thread is not None:
+            self._lease_thread.join()
         self._entropy.shutdown(wait=False, cancel_futures=True)
         self.state.close()
         self._lock.release()

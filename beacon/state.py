@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -261,19 +262,7 @@ class State:
                 ),
             )
             failpoint("in-transaction")
-            db.execute(
-                "INSERT OR REPLACE INTO head VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    head.chain_index,
-                    head.pulse_index,
-                    head.time_ms,
-                    head.output_value,
-                    head.certificate_id,
-                    head.precommitment_value,
-                    int(head.ended),
-                    _anchors_to_json(head.anchors),
-                ),
-            )
+            _write_head(db, head)
             if head.ended:
                 db.execute("DELETE FROM commitment")
                 db.execute("DELETE FROM requests WHERE name='final'")
@@ -298,6 +287,32 @@ class State:
                 "INSERT OR REPLACE INTO meta VALUES ('last_published_ms', ?)", (str(time_ms),)
             )
 
+    def adopt_head(self, head: ChainHead) -> int:
+        """Continue from ``head`` (read from the store after a failover takeover).
+
+        Drops the outbox (pulses that were never published, or that another
+        instance already superseded) and the commitment (its value was never
+        published, so the next pulse cannot open it: statusCode bit 1). Returns
+        how many outbox pulses were dropped.
+        """
+        with self._tx() as db:
+            dropped = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            db.execute("DELETE FROM outbox")
+            db.execute("DELETE FROM commitment")
+            _write_head(db, head)
+            _bump(db, "takeovers")
+        return dropped
+
+    def instance_id(self) -> str:
+        """This state's instance id (16 hex digits, made on first use): the lease holder."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='instance_id'").fetchone()
+            if row is not None:
+                return str(row[0])
+            value = secrets.token_hex(8)
+            db.execute("INSERT INTO meta VALUES ('instance_id', ?)", (value,))
+            return value
+
     def forget_published_before(self, time_ms: int) -> None:
         """Drop archived pulses (those with a timeStamp before ``time_ms``)."""
         with self._tx() as db:
@@ -314,6 +329,22 @@ class State:
     def set_request(self, name: str, value: str) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO requests VALUES (?, ?)", (name, value))
+
+
+def _write_head(db: sqlite3.Connection, head: ChainHead) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO head VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            head.chain_index,
+            head.pulse_index,
+            head.time_ms,
+            head.output_value,
+            head.certificate_id,
+            head.precommitment_value,
+            int(head.ended),
+            _anchors_to_json(head.anchors),
+        ),
+    )
 
 
 def _bump(db: sqlite3.Connection, name: str, by: int = 1) -> None:

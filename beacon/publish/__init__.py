@@ -44,3 +44,17 @@ class Publisher(Protocol):
     def list(self, prefix: str) -> Iterator[str]:
         """Yield the keys that start with ``prefix``, in lexicographic order."""
         ...
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The bytes under ``key`` and a tag that changes with every write, or None."""
+        ...
+
+    def put_if(self, key: str, data: bytes, *, version: str | None) -> str:
+        """Replace ``key`` only if its tag is still ``version`` (None: only if absent).
+
+        Atomic in the store (S3 ``If-Match`` / ``If-None-Match``, a lock on a
+        directory); readers see the old or the new bytes, never cached. Returns
+        the new tag. Raises ``ConditionFailedError`` when the object was written
+        by someone else meanwhile, ``PublishError`` when the store fails.
+        """
+        ...

@@ -13,17 +13,24 @@ writes go through a temporary file and ``os.replace``.
 Temporary files are dot-files (``.tmp-*``); keys may not have a segment that
 starts with a dot, so a temporary file is never taken for a key.
 
-Deliberately not here: retries (the outbox retries) and locking.
+Conditional writes (``put_if``, the failover lease) hold an exclusive
+``flock`` on the root directory while they compare and replace: the local
+equivalent of S3's ``If-Match``, for instances on one host or one shared
+filesystem with working locks. The version tag is the SHA-256 of the bytes.
+
+Deliberately not here: retries (the outbox retries).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from beacon.errors import AlreadyPublishedError, PublishError
+from beacon.errors import AlreadyPublishedError, ConditionFailedError, PublishError
 
 __all__ = ["LocalDirPublisher", "validate_key"]
 
@@ -171,6 +178,31 @@ class LocalDirPublisher:
         except OSError as exc:
             raise PublishError(f"cannot write {path}: {_describe(exc)}") from exc
 
+    def put_if(self, key: str, data: bytes, *, version: str | None) -> str:
+        """Replace ``key`` only if its SHA-256 is ``version`` (None: only if absent).
+
+        Returns the new version. Raises ``ConditionFailedError`` when the file is
+        in another version, ``PublishError`` on a filesystem failure.
+        """
+        path = self.path_for(key)
+        try:
+            self._make_dirs(path.parent)
+            root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(root, fcntl.LOCK_EX)
+                current = self.get_versioned(key)
+                found = None if current is None else current[1]
+                if found != version:
+                    raise ConditionFailedError(
+                        f"{path} is at version {found or 'absent'}, not {version or 'absent'}"
+                    )
+                self.put_mutable(key, data, content_type="", max_age=0)
+            finally:
+                os.close(root)  # releases the lock
+        except OSError as exc:
+            raise PublishError(f"cannot write {path}: {_describe(exc)}") from exc
+        return hashlib.sha256(data).hexdigest()
+
     # --- reads ------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
@@ -185,6 +217,11 @@ class LocalDirPublisher:
             return None
         except OSError as exc:
             raise PublishError(f"cannot read {path}: {_describe(exc)}") from exc
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The bytes under ``key`` and their SHA-256 (the version), or None."""
+        data = self.get(key)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
 
     def list(self, prefix: str) -> Iterator[str]:
         """Yield the keys that start with ``prefix`` in lexicographic order.

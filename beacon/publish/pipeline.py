@@ -29,6 +29,7 @@ from beacon.entropy import RawBatch
 from beacon.faults import failpoint
 from beacon.publish import JSON, OCTETS, PEM, Publisher
 from beacon.publish.archives import ARCHIVE_CONTENT_TYPE, ArchiveItem, build_day_archive
+from beacon.publish.head import complete_day
 from beacon.publish.indexes import update_indexes
 from beacon.publish.site import (
     CSS,
@@ -131,7 +132,8 @@ def archive_complete_days(
     today = layout.day_start_ms(layout.day_of(latest_time_ms))
     done = state.published_before(today)
     for day, group in groupby(done, key=lambda item: layout.day_of(item.time_ms)):
-        items = list(group)
+        # After a failover, other instances published part of the day.
+        items = complete_day(publisher, day, list(group))
         archive = build_day_archive(
             day,
             (

@@ -21,6 +21,9 @@ may pass on their own (connection refused or reset, timeouts, throttling, HTTP
 ``TransientPublishError``; the rest (access denied, no such bucket, no
 credentials, bad request) raise ``PublishError`` itself.
 
+Conditional writes (``put_if``, the failover lease) use ``If-None-Match: *`` to
+create and ``If-Match: <ETag>`` to replace; a 412 raises ``ConditionFailedError``.
+
 Deliberately not here: retries. The client makes a single attempt per call;
 the outbox decides when to try again.
 
@@ -35,7 +38,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from beacon.errors import AlreadyPublishedError, PublishError, TransientPublishError
+from beacon.errors import (
+    AlreadyPublishedError,
+    ConditionFailedError,
+    PublishError,
+    TransientPublishError,
+)
 from beacon.publish import IMMUTABLE_CACHE_CONTROL
 from beacon.publish.local import validate_key
 
@@ -267,9 +275,44 @@ class S3Publisher:
                 raise
             raise error from exc
 
+    def put_if(self, key: str, data: bytes, *, version: str | None) -> str:
+        """Replace ``key`` only if its ETag is ``version`` (None: only if absent).
+
+        Never cached (``Cache-Control: no-store``). Returns the new ETag. Raises
+        ``ConditionFailedError`` on 412 (or 404 when a version was expected),
+        ``TransientPublishError`` / ``PublishError`` when the store fails.
+        """
+        name = self._object(key)
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            response = self._client.put_object(
+                Bucket=self.bucket,
+                Key=name,
+                Body=data,
+                ContentType="application/json",
+                CacheControl="no-store",
+                **condition,
+            )
+        except Exception as exc:
+            code, status = _error_code(exc)
+            gone = version is not None and (code in _NOT_FOUND or status == 404)
+            if code in _PRECONDITION_FAILED or status == 412 or gone:
+                raise ConditionFailedError(
+                    f"{self._uri(name)} is not at version {version or 'absent'}"
+                ) from None
+            error = _translate(exc, f"PUT {self._uri(name)}")
+            if error is None:
+                raise
+            raise error from exc
+        return str(response["ETag"])
+
     # --- reads ------------------------------------------------------------------
 
     def _read(self, name: str) -> bytes | None:
+        found = self._read_versioned(name)
+        return None if found is None else found[0]
+
+    def _read_versioned(self, name: str) -> tuple[bytes, str] | None:
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=name)
             body = response["Body"]
@@ -285,7 +328,11 @@ class S3Publisher:
             if error is None:
                 raise
             raise error from exc
-        return data
+        return data, str(response.get("ETag", ""))
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The bytes under ``key`` and their ETag, or None when there is no such object."""
+        return self._read_versioned(self._object(key))
 
     def get(self, key: str) -> bytes | None:
         """The bytes under ``key``, or None when there is no such object.

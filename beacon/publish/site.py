@@ -429,6 +429,7 @@ def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
         links=[(t, k) for t, k in _link_targets(item, pulse).items() if t != "previous"],
         pulse_json=layout.pulse_key(c, p),
         record_json=layout.entropy_record_key(c, p),
+        cosignature_json=None if item.cosignature is None else layout.pq_signature_key(c, p),
         time_json=layout.time_key(pulse.time_ms),
         certificate=layout.certificate_key(pulse.certificate_id.hex()),
         location=pulse.uri or layout.pulse_key(c, p),

@@ -293,6 +293,19 @@ def test_archives_replace_objects_for_complete_days(archived: Path) -> None:
     }
 
 
+def test_without_pq_checks_no_cosignature_is_read(archived: Path) -> None:
+    checked = CountingSource(archived)
+    assert replay_chain(checked, archives=False).pq_signatures == {"missing": len(THREE_DAYS)}
+    assert [k for k in checked.keys if "/pq-signature/" in k]
+    source = CountingSource(archived)
+    report = replay_chain(source, archives=False, check_pq=False)
+    assert report.ok
+    assert report.pq_signatures == {"not checked": len(THREE_DAYS)}
+    assert not [k for k in source.keys if "/pq-signature/" in k]
+    with pytest.raises(ValueError, match="require_pq"):
+        replay_chain(source, check_pq=False, require_pq=True)
+
+
 def test_without_archives_every_object_is_read(archived: Path) -> None:
     source = CountingSource(archived)
     report = replay_chain(source, archives=False)

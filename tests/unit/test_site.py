@@ -183,6 +183,36 @@ def test_pulse_page_shows_every_field_and_links_its_neighbours(items: list[Outbo
     assert "Never use them as secret keys" in text
 
 
+def test_pulse_page_links_its_cosignature_when_it_has_one(
+    tmp_path: Path, signer: Signer, items: list[OutboxItem]
+) -> None:
+    assert signer.pq is not None
+    times = [ms("2026-03-01T23:58:00") + n * MINUTE for n in range(2)]
+    state = State(tmp_path / "cosigned.sqlite")
+    for n, built in enumerate(build_chain(times, signer)):
+        assert built.cosignature is not None
+        draw = sim(n)
+        state.commit_pulse(
+            head=built.head,
+            pulse=built.data,
+            draw=draw,
+            next_draw=draw,
+            cosignature=built.cosignature,
+        )
+    cosigned = state.outbox()[1]
+    state.close()
+    up = "../../../../"
+    _, page = render_pulse_page(cosigned)
+    assert up + layout.pq_signature_key(1, 2) in parsed(page).urls
+    assert "ML-DSA-65 co-signature" in "".join(parsed(page).text)
+
+    plain = items[1]  # committed without a co-signature
+    assert plain.cosignature is None
+    _, page = render_pulse_page(plain)
+    assert not [u for u in parsed(page).urls if "pq-signature" in u]
+    assert "co-signature" not in page.decode()
+
+
 def test_first_and_last_pulses_of_a_chain_have_no_link_beyond_it(
     tmp_path: Path, signer: Signer
 ) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from beacon_verifier.errors import FetchError, PulseFormatError
 from beacon_verifier.format import MAX_PULSE_BYTES, load_json
@@ -54,10 +54,10 @@ _KEYS = ({"pulse", "entropy"}, {"pulse", "entropy", "pqSignature"})
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True, slots=True)
-class ArchiveEntry:
+class ArchiveEntry(NamedTuple):
     """One line of an archive: the exact bytes of a pulse, its entropy record and
-    its co-signature (None when the line has none)."""
+    its co-signature (None when the line has none). A named tuple: one is made per
+    pulse read, and a tuple is made several times faster than a frozen dataclass."""
 
     line: int
     pulse: bytes

@@ -182,6 +182,22 @@ def verify_pulse(
     Without a certificate the signature is reported ``unverifiable`` and
     everything else is still checked. ``extra_checks`` run last.
     """
+    failures, signature, variant = _single_pulse(pulse, certificate, extra_checks)
+    return PulseReport(
+        chain_index=pulse.chain_index,
+        pulse_index=pulse.pulse_index,
+        time_stamp=pulse.time_stamp,
+        output_variant=variant,
+        signature=signature,
+        failures=tuple(failures),
+    )
+
+
+def _single_pulse(
+    pulse: Pulse, certificate: TrustedCertificate | None, extra_checks: Iterable[PulseCheck]
+) -> tuple[list[CheckError], str, OutputVariant | None]:
+    """What ``verify_pulse`` reports, as (failures, signature, variant): a chain replay
+    runs this for every pulse and needs no report object for it."""
     signed = signing_input(pulse)
     failures: list[CheckError] = []
     signature = "unverifiable"
@@ -204,14 +220,7 @@ def verify_pulse(
         failures.append(exc)
     for extra in extra_checks:
         failures.extend(extra(pulse))
-    return PulseReport(
-        chain_index=pulse.chain_index,
-        pulse_index=pulse.pulse_index,
-        time_stamp=pulse.time_stamp,
-        output_variant=variant,
-        signature=signature,
-        failures=tuple(failures),
-    )
+    return failures, signature, variant
 
 
 # --- pairs --------------------------------------------------------------------
@@ -474,6 +483,7 @@ def _failure_order(failure: CheckError) -> int:
 # --- chain replay -------------------------------------------------------------
 
 CertificateLookup = Callable[[bytes], TrustedCertificate | None]
+_UNKNOWN = object()  # a certificateId not looked up yet
 
 #: Failures and missing ranges a report lists in full; beyond these it only counts,
 #: so that memory stays bounded on a chain of any length, however broken.
@@ -592,9 +602,11 @@ class ChainVerifier:
         return Segment(report=self.report, first=self.first, skip=self.skip)
 
     def _certificate(self, certificate_id: bytes) -> TrustedCertificate | None:
-        if certificate_id not in self._cert_cache:
-            self._cert_cache[certificate_id] = self.certificates(certificate_id)
-        return self._cert_cache[certificate_id]
+        cache = self._cert_cache
+        found = cache.get(certificate_id, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = cache[certificate_id] = self.certificates(certificate_id)
+        return found  # type: ignore[return-value]
 
     def missing(self, first: int, last: int) -> None:
         """Note that pulses ``first``..``last`` could not be had."""
@@ -603,13 +615,15 @@ class ChainVerifier:
     def add(self, pulse: Pulse) -> None:
         """Check ``pulse`` alone and against the pulse added before it."""
         r = self.report
-        single = verify_pulse(pulse, self._certificate(pulse.certificate_id), self.extra_checks)
-        if single.failures:
-            r.fail(single.failures)
-        if single.signature == "unverifiable":
+        failures, signature, variant = _single_pulse(
+            pulse, self._certificate(pulse.certificate_id), self.extra_checks
+        )
+        if failures:
+            r.fail(failures)
+        if signature == "unverifiable":
             r.signatures_unverifiable += 1
-        if single.output_variant is not None:
-            key = single.output_variant.value
+        if variant is not None:
+            key = variant.value
             r.variants[key] = r.variants.get(key, 0) + 1
         relations = self._relations(pulse)
         if relations:

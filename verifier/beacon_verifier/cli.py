@@ -29,6 +29,7 @@ from beacon_verifier.lookup import pulse_by_time
 from beacon_verifier.pq import MAX_COSIGNATURE_BYTES, PqKey
 from beacon_verifier.replay import (
     MAX_JOBS,
+    NOT_CHECKED,
     Progress,
     certificate_lookup,
     failure_as_dict,
@@ -94,6 +95,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _pq_options(command: argparse.ArgumentParser) -> None:
+    """--require-pq / --no-pq (one or the other: argparse makes both a usage error)."""
+    pq = command.add_mutually_exclusive_group()
+    pq.add_argument(
+        "--require-pq", action="store_true", help="a missing ML-DSA co-signature is a failure"
+    )
+    pq.add_argument(
+        "--no-pq",
+        dest="check_pq",
+        action="store_false",
+        help="neither fetch nor check ML-DSA co-signatures (reported as not checked)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="beacon-verify",
@@ -107,9 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("location", metavar="PATH_OR_URL")
     p.add_argument("--cert", metavar="PEM", help="the signing certificate (PEM or DER file)")
     p.add_argument("--source", metavar="SOURCE", help="site root to fetch the certificate from")
-    p.add_argument(
-        "--require-pq", action="store_true", help="a missing ML-DSA co-signature is a failure"
-    )
+    _pq_options(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(run=_cmd_pulse)
 
@@ -131,9 +144,7 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="read every pulse from its own object, not from daily archives",
     )
-    c.add_argument(
-        "--require-pq", action="store_true", help="a missing ML-DSA co-signature is a failure"
-    )
+    _pq_options(c)
     c.add_argument("--json", action="store_true", help="print a machine-readable report")
     c.set_defaults(run=_cmd_chain)
 
@@ -217,6 +228,9 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
     pq: list[str] = []
 
     def pq_check(p: Pulse) -> list[CheckError]:
+        if not args.check_pq:
+            pq.append(NOT_CHECKED)
+            return []
         cosignature = None
         keys: Callable[[bytes], PqKey | None] = lambda _: None  # noqa: E731
         if root is not None:
@@ -319,6 +333,7 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         archives=args.archives,
         require_pq=args.require_pq,
+        check_pq=args.check_pq,
         progress=_progress(sys.stderr.isatty() and not args.json),
     )
     if args.json:

@@ -41,6 +41,8 @@ HTTP_MAX_REDIRECTS = 5
 _TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 _CHUNK = 1024 * 1024
 _O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY = _O_READ | getattr(os, "O_DIRECTORY", 0)
+_MAX_DIRECTORIES = 16
 _USER_AGENT = "beacon-verify/0.1"
 
 
@@ -127,11 +129,43 @@ def _chunks(
 
 
 class LocalSource:
-    """A site laid out in a local directory (what the local publisher writes)."""
+    """A site laid out in a local directory (what the local publisher writes).
+
+    Replaying a chain reads two or three small files per pulse from a few
+    directories, so ``get`` opens files relative to a kept descriptor of their
+    directory (at most ``_MAX_DIRECTORIES`` of them) rather than walking the
+    whole path each time.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._prefix = os.path.join(root, "")
+        self._directories: dict[str, int] = {}
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the directory descriptors kept (``get`` opens them again if needed)."""
+        directories, self._directories = getattr(self, "_directories", {}), {}
+        for fd in directories.values():
+            os.close(fd)
+
+    def _directory(self, directory: str) -> int | None:
+        """A descriptor of the site's ``directory``; None when there is no such directory."""
+        fd = self._directories.get(directory)
+        if fd is None:
+            try:
+                fd = os.open(self._prefix + directory, _O_DIRECTORY)
+            except (FileNotFoundError, NotADirectoryError):
+                return None  # not remembered: it may appear later
+            except OSError as exc:
+                path = self._prefix + directory
+                raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            if len(self._directories) >= _MAX_DIRECTORIES:
+                self.close()
+            self._directories[directory] = fd
+        return fd
 
     def describe(self) -> str:
         return str(self.root)
@@ -149,10 +183,17 @@ class LocalSource:
             raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
     def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
-        # os-level calls: replaying a chain reads two small files per pulse.
-        path = self._prefix + _check_key(key)
+        # os-level calls: replaying a chain reads two or three small files per pulse.
+        directory, _, name = _check_key(key).rpartition("/")
+        path = self._prefix + key  # for messages
         try:
-            fd = os.open(path, _O_READ)
+            if directory:
+                dir_fd = self._directory(directory)
+                if dir_fd is None:
+                    return None
+                fd = os.open(name, _O_READ, dir_fd=dir_fd)
+            else:
+                fd = os.open(path, _O_READ)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:

@@ -455,21 +455,10 @@ def _fast_parse(data: bytes) -> Pulse | None:
 
 def _fast_hash(value: object) -> bytes | None:
     # 128 characters decoding to 64 bytes leaves no room for whitespace.
-    if type(value) is not str or len(value) != 2 * HASH_LEN:
+    if type(value) is not str or len(value) != _HEX_CHARS:
         return None
     raw = bytes.fromhex(value)
     return raw if len(raw) == HASH_LEN else None
-
-
-def _fast_repeated_hash(value: object) -> bytes | None:
-    """``_fast_hash`` for a value that is usually the same as last time."""
-    found = _LAST_HASH.get(value) if type(value) is str else None
-    if found is None:
-        found = _fast_hash(value)
-        if found is not None:
-            _LAST_HASH.clear()
-            _LAST_HASH[value] = found  # type: ignore[index]
-    return found
 
 
 def _fast_str(value: object) -> bool:
@@ -477,58 +466,89 @@ def _fast_str(value: object) -> bool:
     return type(value) is str and value.isascii() and len(value) <= MAX_STRING_BYTES
 
 
-def _fast_uint(value: object, maximum: int) -> bool:
-    return type(value) is int and 0 <= value <= maximum
+_HEX_CHARS = 2 * HASH_LEN
+(
+    _SET_URI,
+    _SET_VERSION,
+    _SET_CIPHER_SUITE,
+    _SET_PERIOD,
+    _SET_CERTIFICATE_ID,
+    _SET_CHAIN_INDEX,
+    _SET_PULSE_INDEX,
+    _SET_TIME_STAMP,
+    _SET_LOCAL_RANDOM_VALUE,
+    _SET_EXTERNAL,
+    _SET_LIST_VALUES,
+    _SET_PRECOMMITMENT_VALUE,
+    _SET_STATUS_CODE,
+    _SET_SIGNATURE_VALUE,
+    _SET_OUTPUT_VALUE,
+    _SET_RAW,
+    _SET_TIME_MS,
+) = _PULSE_SETTERS
+
+
+def _fast_links(items: object) -> tuple[ListValue, ...] | None:
+    """``listValues`` as ``_checked_pulse`` would build them, or None to let it decide."""
+    if type(items) is not list or len(items) != len(LINK_TYPES):
+        return None
+    links = []
+    for i, item in enumerate(items):
+        if type(item) is not dict or len(item) != len(_LINK_FIELDS):
+            return None
+        link_uri, value_hex, link_type = item["uri"], item["value"], item["type"]
+        if link_type != LINK_TYPES[i]:
+            return None
+        last = _LAST_LINK[i]
+        if last is not None and last[0] == value_hex and last[1] == link_uri:
+            links.append(last[2])
+            continue
+        value = _fast_hash(value_hex)
+        if value is None or (link_uri is not None and not _fast_str(link_uri)):
+            return None
+        link = _new(ListValue)
+        for setter, member in zip(_LINK_SETTERS, (link_uri, link_type, value), strict=True):
+            setter(link, member)
+        _LAST_LINK[i] = (value_hex, link_uri, link)
+        links.append(link)
+    return tuple(links)
+
+
+def _fast_external(ext: object) -> External | None:
+    """``external`` as ``_checked_pulse`` would build it, or None to let it decide."""
+    if type(ext) is not dict or len(ext) != len(_EXTERNAL_FIELDS):
+        return None
+    status = ext["statusCode"]
+    if type(status) is not int or not 0 <= status <= MAX_U32:
+        return None
+    source_hex, value_hex = ext["sourceId"], ext["value"]
+    if source_hex == _ZERO_HEX and value_hex == _ZERO_HEX and not status:
+        return ZERO_EXTERNAL
+    source_id, value = _fast_hash(source_hex), _fast_hash(value_hex)
+    if source_id is None or value is None:
+        return None
+    external = _new(External)
+    for setter, member in zip(_EXTERNAL_SETTERS, (source_id, status, value), strict=True):
+        setter(external, member)
+    return external
 
 
 def _fast_pulse(obj: Mapping[str, Any], raw: bytes | None) -> Pulse | None:
-    """The pulse ``_checked_pulse`` would build from ``obj``, or None to let it decide."""
+    """The pulse ``_checked_pulse`` would build from ``obj``, or None to let it decide.
+
+    Written for speed (it runs once per pulse of a replay): checks inline rather
+    than in helpers, and the instance filled slot by slot.
+    """
     # Every field is looked up below (KeyError: let the strict path name it), so a
     # dict of the right size holds exactly the right keys.
     if type(obj) is not dict or len(obj) != len(_PULSE_FIELDS):
         return None
+    fromhex = bytes.fromhex
     try:
-        ext = obj["external"]
-        if type(ext) is not dict or len(ext) != len(_EXTERNAL_FIELDS):
+        external = _fast_external(obj["external"])
+        links = _fast_links(obj["listValues"])
+        if external is None or links is None:
             return None
-        ext_status = ext["statusCode"]
-        if not _fast_uint(ext_status, MAX_U32):
-            return None
-        if ext["sourceId"] == _ZERO_HEX and ext["value"] == _ZERO_HEX and not ext_status:
-            external = ZERO_EXTERNAL
-        else:
-            source_id, ext_value = _fast_hash(ext["sourceId"]), _fast_hash(ext["value"])
-            if source_id is None or ext_value is None:
-                return None
-            external = _new(External)
-            for setter, member in zip(
-                _EXTERNAL_SETTERS, (source_id, ext_status, ext_value), strict=True
-            ):
-                setter(external, member)
-        items = obj["listValues"]
-        if type(items) is not list or len(items) != len(LINK_TYPES):
-            return None
-        links = []
-        for i, (link_type, item) in enumerate(zip(LINK_TYPES, items, strict=True)):
-            if type(item) is not dict or len(item) != len(_LINK_FIELDS):
-                return None
-            link_uri, value_hex = item["uri"], item["value"]
-            last = _LAST_LINK[i]
-            if last is not None and last[0] == value_hex and last[1] == link_uri:
-                if item["type"] != link_type:
-                    return None
-                links.append(last[2])
-                continue
-            value = _fast_hash(value_hex)
-            if item["type"] != link_type or value is None:
-                return None
-            if link_uri is not None and not _fast_str(link_uri):
-                return None
-            link = _new(ListValue)
-            for setter, member in zip(_LINK_SETTERS, (link_uri, link_type, value), strict=True):
-                setter(link, member)
-            _LAST_LINK[i] = (value_hex, link_uri, link)
-            links.append(link)
         uri, version = obj["uri"], obj["version"]
         if (uri is not None and not _fast_str(uri)) or not _fast_str(version):
             return None
@@ -536,36 +556,49 @@ def _fast_pulse(obj: Mapping[str, Any], raw: bytes | None) -> Pulse | None:
         chain_index, pulse_index = obj["chainIndex"], obj["pulseIndex"]
         status_code = obj["statusCode"]
         if not (
-            _fast_uint(cipher_suite, MAX_U32)
-            and _fast_uint(period, MAX_U32)
-            and period
-            and _fast_uint(chain_index, MAX_U64)
-            and chain_index
-            and _fast_uint(pulse_index, MAX_U64)
-            and pulse_index
-            and _fast_uint(status_code, MAX_U32)
+            type(cipher_suite) is int
+            and 0 <= cipher_suite <= MAX_U32
+            and type(period) is int
+            and 0 < period <= MAX_U32
+            and type(chain_index) is int
+            and 0 < chain_index <= MAX_U64
+            and type(pulse_index) is int
+            and 0 < pulse_index <= MAX_U64
+            and type(status_code) is int
+            and 0 <= status_code <= MAX_U32
         ):
             return None
-        certificate_id = _fast_repeated_hash(obj["certificateId"])
-        local_random_value = _fast_hash(obj["localRandomValue"])
-        precommitment_value = _fast_hash(obj["precommitmentValue"])
-        output = _fast_hash(obj["outputValue"])
-        if (
-            certificate_id is None
-            or local_random_value is None
-            or precommitment_value is None
-            or output is None
-        ):
-            return None
+        certificate_hex = obj["certificateId"]
+        certificate_id = _LAST_HASH.get(certificate_hex) if type(certificate_hex) is str else None
+        if certificate_id is None:
+            certificate_id = _fast_hash(certificate_hex)
+            if certificate_id is None:
+                return None
+            _LAST_HASH.clear()
+            _LAST_HASH[certificate_hex] = certificate_id
+        random_hex = obj["localRandomValue"]
+        precommitment_hex = obj["precommitmentValue"]
+        output_hex = obj["outputValue"]
         signature_hex = obj["signatureValue"]
-        if (
-            type(signature_hex) is not str
-            or not signature_hex
-            or len(signature_hex) > 2 * MAX_SIGNATURE_BYTES
+        if not (
+            type(random_hex) is str
+            and len(random_hex) == _HEX_CHARS
+            and type(precommitment_hex) is str
+            and len(precommitment_hex) == _HEX_CHARS
+            and type(output_hex) is str
+            and len(output_hex) == _HEX_CHARS
+            and type(signature_hex) is str
+            and 0 < len(signature_hex) <= 2 * MAX_SIGNATURE_BYTES
         ):
             return None
-        signature = bytes.fromhex(signature_hex)
-        if 2 * len(signature) != len(signature_hex):
+        local_random_value = fromhex(random_hex)
+        precommitment_value = fromhex(precommitment_hex)
+        output = fromhex(output_hex)
+        signature = fromhex(signature_hex)
+        if not (
+            len(local_random_value) == len(precommitment_value) == len(output) == HASH_LEN
+            and 2 * len(signature) == len(signature_hex)
+        ):
             return None
         time_stamp = obj["timeStamp"]
         time_ms = parse_timestamp(time_stamp)
@@ -574,30 +607,23 @@ def _fast_pulse(obj: Mapping[str, Any], raw: bytes | None) -> Pulse | None:
     except (KeyError, ValueError, PulseFormatError):  # a missing key; bad hex; timeStamp
         return None
     pulse = _new(Pulse)
-    for setter, member in zip(
-        _PULSE_SETTERS,
-        (
-            uri,
-            version,
-            cipher_suite,
-            period,
-            certificate_id,
-            chain_index,
-            pulse_index,
-            time_stamp,
-            local_random_value,
-            external,
-            tuple(links),
-            precommitment_value,
-            status_code,
-            signature,
-            output,
-            raw,
-            time_ms,
-        ),
-        strict=True,
-    ):
-        setter(pulse, member)
+    _SET_URI(pulse, uri)
+    _SET_VERSION(pulse, version)
+    _SET_CIPHER_SUITE(pulse, cipher_suite)
+    _SET_PERIOD(pulse, period)
+    _SET_CERTIFICATE_ID(pulse, certificate_id)
+    _SET_CHAIN_INDEX(pulse, chain_index)
+    _SET_PULSE_INDEX(pulse, pulse_index)
+    _SET_TIME_STAMP(pulse, time_stamp)
+    _SET_LOCAL_RANDOM_VALUE(pulse, local_random_value)
+    _SET_EXTERNAL(pulse, external)
+    _SET_LIST_VALUES(pulse, links)
+    _SET_PRECOMMITMENT_VALUE(pulse, precommitment_value)
+    _SET_STATUS_CODE(pulse, status_code)
+    _SET_SIGNATURE_VALUE(pulse, signature)
+    _SET_OUTPUT_VALUE(pulse, output)
+    _SET_RAW(pulse, raw)
+    _SET_TIME_MS(pulse, time_ms)
     return pulse
 
 

@@ -64,6 +64,7 @@ from beacon_verifier.pq import (
 __all__ = [
     "MAX_JOBS",
     "MAX_RECORD_BYTES",
+    "NOT_CHECKED",
     "ArchiveProblem",
     "EntropyCheck",
     "Progress",
@@ -89,6 +90,8 @@ DAY_MS = 86_400_000
 #: A segment holds whole days and at least this many pulses (when the range has them).
 SEGMENT_PULSES = 1024
 MAX_JOBS = 64
+#: The co-signature verdict of a pulse whose co-signature was deliberately not looked at.
+NOT_CHECKED = "not checked"
 
 
 def certificate_lookup(source: Source) -> Callable[[bytes], TrustedCertificate | None]:
@@ -152,6 +155,11 @@ def check_entropy_record(pulse: Pulse, record: bytes) -> EntropyCheck:
     Raises ``ChainError`` (check ``entropy record``) when it does not hold, and
     ``PulseFormatError`` when the record is not a JSON object naming its source.
     """
+    return EntropyCheck(kind=_entropy_kind(pulse, record))
+
+
+def _entropy_kind(pulse: Pulse, record: bytes) -> str:
+    """``check_entropy_record``'s source kind, without the object around it."""
     digest = hashlib.sha512(record).digest()
     if digest != pulse.local_random_value:
         raise ChainError(
@@ -175,13 +183,13 @@ def check_entropy_record(pulse: Pulse, record: bytes) -> EntropyCheck:
         )
     if kind in ("quantum-simulator", "quantum-hardware"):
         _check_quantum_bits(pulse, doc)
-    return EntropyCheck(kind=kind)
+    return kind
 
 
 def entropy_verdict(pulse: Pulse, record: bytes) -> tuple[str | None, list[ChainError]]:
     """``check_entropy_record`` as (the source kind if it holds, the failures if not)."""
     try:
-        return check_entropy_record(pulse, record).kind, []
+        return _entropy_kind(pulse, record), []
     except ChainError as exc:
         return None, [exc]
     except PulseFormatError as exc:
@@ -229,11 +237,14 @@ def _check_quantum_bits(pulse: Pulse, doc: dict[str, object]) -> None:
 # --- reading a chain in order ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Slot:
     """Pulse ``index`` as the site has it: ``data`` None when missing; ``error`` says
     why ``data`` is not a pulse; the entropy record, if any, or why it cannot be read;
-    the pulse's ML-DSA-65 co-signature object when the site has one."""
+    the pulse's ML-DSA-65 co-signature object when the site has one.
+
+    Not frozen: one is made per pulse replayed, and a frozen dataclass takes twice
+    as long to make. Nothing changes a slot once made."""
 
     index: int
     data: bytes | None
@@ -252,8 +263,9 @@ class ArchiveProblem:
     detail: str
 
 
-def _object(source: Source, chain: int, index: int) -> Slot:
-    """Pulse ``index`` from its own object, with its entropy record when it is where it belongs."""
+def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -> Slot:
+    """Pulse ``index`` from its own object, with its entropy record when it is where it
+    belongs, and its co-signature object unless ``cosignatures`` is False (not fetched)."""
     try:
         data = source.get(layout.pulse_key(chain, index), max_bytes=MAX_PULSE_BYTES)
     except TooLargeError as exc:
@@ -266,12 +278,14 @@ def _object(source: Source, chain: int, index: int) -> Slot:
         return Slot(index, data, error=str(exc))
     if (pulse.chain_index, pulse.pulse_index) != (chain, index):
         return Slot(index, data, pulse)  # reported as misplaced; its record is not its own
-    try:
-        cosignature = source.get(
-            layout.pq_signature_key(chain, index), max_bytes=MAX_COSIGNATURE_BYTES
-        )
-    except TooLargeError:
-        cosignature = b"\0"  # oversized: reported as a malformed co-signature
+    cosignature = None
+    if cosignatures:
+        try:
+            cosignature = source.get(
+                layout.pq_signature_key(chain, index), max_bytes=MAX_COSIGNATURE_BYTES
+            )
+        except TooLargeError:
+            cosignature = b"\0"  # oversized: reported as a malformed co-signature
     try:
         record = source.get(layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES)
     except TooLargeError as exc:
@@ -291,7 +305,7 @@ def _close(iterator: Iterator[Any] | None) -> None:
 
 
 def _from_archive(
-    source: Source, chain: int, day: date, index: int, last: int
+    source: Source, chain: int, day: date, index: int, last: int, cosignatures: bool = True
 ) -> Generator[Slot | ArchiveProblem, None, tuple[int, bool]]:
     """Read pulses ``index``.. of ``chain`` from ``day``'s archive, if the site has one.
 
@@ -338,7 +352,7 @@ def _from_archive(
                 continue
             # Pulses the archive skips: the site may have them as objects.
             for hole in range(index, min(pulse.pulse_index, last + 1)):
-                slot = _object(source, chain, hole)
+                slot = _object(source, chain, hole, cosignatures)
                 yield slot
                 if _placed(slot, chain) and layout.day_of(slot.pulse.time_ms) == day:  # type: ignore[union-attr]
                     yield ArchiveProblem(
@@ -351,7 +365,7 @@ def _from_archive(
                 entry.pulse,
                 pulse,
                 entropy=entry.entropy,
-                cosignature=entry.cosignature,
+                cosignature=entry.cosignature if cosignatures else None,
             )
             index = pulse.pulse_index + 1
         return index, True
@@ -368,12 +382,14 @@ def read_chain(
     *,
     day_hint: date | None = None,
     archives: bool = True,
+    cosignatures: bool = True,
 ) -> Iterator[Slot | ArchiveProblem]:
     """Yield a ``Slot`` for every pulse ``first``..``last`` of ``chain``, in order.
 
     With ``archives``, each day is read from its archive where the site has one
     (``day_hint``: the day of pulse ``first``, if known, saves locating it);
-    an ``ArchiveProblem`` marks an archive that could not be used. Raises
+    an ``ArchiveProblem`` marks an archive that could not be used. Without
+    ``cosignatures`` no co-signature object is fetched (slots have None). Raises
     ``FetchError`` when a pulse object cannot be fetched (absent is not an error).
     """
     index = first
@@ -383,10 +399,12 @@ def read_chain(
     while index <= last:
         if day is not None and day not in tried:
             tried.add(day)
-            index, complete = yield from _from_archive(source, chain, day, index, last)
+            index, complete = yield from _from_archive(
+                source, chain, day, index, last, cosignatures
+            )
             day = day + timedelta(days=1) if complete else None
             continue
-        slot = _object(source, chain, index)
+        slot = _object(source, chain, index, cosignatures)
         yield slot
         index += 1
         if archives and _placed(slot, chain):
@@ -412,6 +430,7 @@ class _Task:
     archives: bool
     extra_checks: tuple[PulseCheck, ...]
     require_pq: bool = False
+    check_pq: bool = True
 
 
 def pq_key_lookup(
@@ -446,7 +465,8 @@ def pq_verdict(
     *,
     require: bool,
 ) -> tuple[str, list[CheckError]]:
-    """``("valid" | "missing" | "invalid", failures)`` for a pulse's co-signature.
+    """``("valid" | "missing" | "invalid", failures)`` for a pulse's co-signature
+    (``NOT_CHECKED`` is what a replay counts when told not to look at them).
 
     A missing co-signature is a failure only with ``require``.
     """
@@ -496,11 +516,13 @@ def _check_slot(
         )
         return
     verifier.add(pulse)
+    counts = verifier.report.pq_signatures
     if pq_keys is not None:
         verdict, pq_failures = pq_verdict(pulse, slot.cosignature, pq_keys, require=require_pq)
-        counts = verifier.report.pq_signatures
         counts[verdict] = counts.get(verdict, 0) + 1
         verifier.report.fail(pq_failures)
+    else:
+        counts[NOT_CHECKED] = counts.get(NOT_CHECKED, 0) + 1
     if slot.entropy_error is not None:
         verifier.report.fail(
             [ChainError("entropy record", pulse_index=index, detail=slot.entropy_error)]
@@ -517,7 +539,7 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
     """Check one segment; ``tick(n)``: the first n pulses are dealt with."""
     certificates = certificate_lookup(task.source)
     verifier = ChainVerifier.for_segment(certificates, task.extra_checks)
-    pq_keys = pq_key_lookup(task.source, certificates)
+    pq_keys = pq_key_lookup(task.source, certificates) if task.check_pq else None
     items = read_chain(
         task.source,
         task.chain,
@@ -525,6 +547,7 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
         task.last,
         day_hint=task.day_hint,
         archives=task.archives,
+        cosignatures=task.check_pq,
     )
     for item in items:
         if isinstance(item, ArchiveProblem):
@@ -571,6 +594,7 @@ def plan_segments(
     archives: bool = True,
     extra_checks: tuple[PulseCheck, ...] = (),
     require_pq: bool = False,
+    check_pq: bool = True,
 ) -> list[_Task]:
     """Cut ``first``..``last`` of ``tip``'s chain into segments of whole days.
 
@@ -594,7 +618,9 @@ def plan_segments(
             next_day = day + timedelta(days=days)
             hi = max(lo, first + -(-(layout.day_start_ms(next_day) - start) // period) - 1)
         hi = min(hi, last)
-        tasks.append(_Task(source, chain, lo, hi, day, archives, extra_checks, require_pq))
+        tasks.append(
+            _Task(source, chain, lo, hi, day, archives, extra_checks, require_pq, check_pq)
+        )
         lo, day = hi + 1, next_day
     return tasks
 
@@ -639,6 +665,7 @@ def replay_chain(
     archives: bool = True,
     extra_checks: tuple[PulseCheck, ...] = (),
     require_pq: bool = False,
+    check_pq: bool = True,
 ) -> ChainReport:
     """Fetch and check pulses ``first``..``last`` of ``chain`` (default: the latest chain,
     to its last pulse), from daily archives where the site has them (``archives``).
@@ -647,11 +674,15 @@ def replay_chain(
     ``extra_checks`` must pickle); the report is the same. Missing pulses are
     reported as missing, malformed ones as failures. Co-signatures are checked
     where present and counted (valid / invalid / missing); ``require_pq`` makes
-    a missing one a failure. Raises ``FetchError`` when
-    the site cannot be read, ``ValueError`` for a ``jobs`` out of 1..64.
+    a missing one a failure. Without ``check_pq`` they are neither fetched nor
+    checked, and counted as ``NOT_CHECKED``. Raises ``FetchError`` when
+    the site cannot be read, ``ValueError`` for a ``jobs`` out of 1..64 or
+    ``require_pq`` without ``check_pq``.
     """
     if not 1 <= jobs <= MAX_JOBS:
         raise ValueError(f"jobs must be 1..{MAX_JOBS}, got {jobs}")
+    if require_pq and not check_pq:
+        raise ValueError("require_pq needs check_pq")
     tip = chain_tip(source, chain)
     last = tip.pulse_index if last is None else last
     joined = ChainVerifier(certificates=_no_certificate)
@@ -665,6 +696,7 @@ def replay_chain(
         archives=archives,
         extra_checks=extra_checks,
         require_pq=require_pq,
+        check_pq=check_pq,
     )
     total = last - first + 1
 
