@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--count", type=int, help="stop after N pulses")
     r.add_argument("--out", type=str, help="local site directory (default ./public)")
     r.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    r.add_argument("--metrics-port", type=int, help="serve Prometheus metrics (default 0: off)")
+    r.add_argument("--metrics-address", type=str, help="where metrics listen (default 127.0.0.1)")
     s = sub.add_parser("stop", help="stop the running beacon")
     s.add_argument("--final", action="store_true", help="end the chain with a final pulse")
     s.add_argument("--timeout", type=float, default=0, help="seconds to wait (default: 2 periods)")
@@ -150,10 +152,13 @@ def _cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from beacon.clock import SystemClock
     from beacon.entropy.os_source import OsSource
+    from beacon.metrics import require_prometheus_client, serve
     from beacon.service import Beacon
 
     if args.count is not None and args.count < 1:
         raise BeaconError("--count must be at least 1")
+    if settings.metrics_port:
+        require_prometheus_client()  # before the identity or any pulse
     signer = _signer_for_run(settings)
     beacon = Beacon(
         settings=settings,
@@ -164,6 +169,16 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         publisher=make_publisher(settings),
         count=args.count,
     )
+    server = None
+    if settings.metrics_port:
+        try:
+            server = serve(
+                beacon.metrics, port=settings.metrics_port, address=settings.metrics_address
+            )
+        except BeaconError:
+            beacon.shutdown()
+            raise
+        log.info("Prometheus metrics at %s", server.url)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s: stopping after the current tick", signal.Signals(signum).name)
@@ -171,7 +186,11 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    beacon.run()
+    try:
+        beacon.run()
+    finally:
+        if server is not None:
+            server.close()
     return EXIT_OK
 
 
@@ -252,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "data_dir": args.data_dir,
             "period": getattr(args, "period", None),
             "out_dir": getattr(args, "out", None),
+            "metrics_port": getattr(args, "metrics_port", None),
+            "metrics_address": getattr(args, "metrics_address", None),
         }
         settings = load_settings(args.config, overrides=overrides)
         commands = {

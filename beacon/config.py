@@ -8,6 +8,7 @@ credentials come from the standard AWS chain, the IBM token from
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -56,6 +57,8 @@ class Settings:
     s3_region: str = ""
     s3_object_lock_days: int = 0  # 0: no Object Lock retention
     publish_retry_max: float = 30.0  # seconds, upper bound of the outbox backoff
+    metrics_port: int = 0  # Prometheus endpoint; 0: off
+    metrics_address: str = "127.0.0.1"  # where it listens; loopback unless opened on purpose
 
     @property
     def period_ms(self) -> int:
@@ -147,6 +150,14 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("s3_object_lock_days must be 0 or more")
     if s.base_url and not s.base_url.startswith(("http://", "https://", "file://")):
         raise ConfigError(f"base_url must be an http(s):// or file:// URL, got {s.base_url!r}")
+    if not 0 <= s.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port must be 0 (off) or 1 to 65535, got {s.metrics_port}")
+    try:
+        ipaddress.ip_address(s.metrics_address)
+    except ValueError:
+        raise ConfigError(
+            f"metrics_address must be an IP address, got {s.metrics_address!r}"
+        ) from None
     return s
 
 

@@ -27,6 +27,14 @@ class EntropyError(BeaconError):
     """An entropy source could not deliver usable bits."""
 
 
+class HealthTestError(EntropyError):
+    """A batch of quantum bits failed its SP 800-90B health tests.
+
+    Its own type so the service can count health-test failures apart from
+    other reasons a draw fails (a job lost, a backend offline).
+    """
+
+
 class PublishError(BeaconError):
     """The store refused or failed a write or read."""
 

@@ -22,10 +22,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -38,11 +40,13 @@ from beacon.errors import (
     AlreadyPublishedError,
     BeaconError,
     EntropyError,
+    HealthTestError,
     LeaseLostError,
     PublishError,
 )
 from beacon.faults import failpoint
 from beacon.lease import Lease, lease_ttl_ms
+from beacon.metrics import HEALTH_FAILURES, Metrics
 from beacon.publish import JSON, Publisher
 from beacon.publish.head import read_store_head
 from beacon.publish.pipeline import (
@@ -55,7 +59,7 @@ from beacon.publish.pipeline import (
 from beacon.publish.site import RECENT_PULSES, STATUS_KEY, SiteInfo
 from beacon.pulse.builder import BuildError, ChainHead, build_pulse
 from beacon.pulse.keys import Signer
-from beacon.state import InstanceLock, State
+from beacon.state import InstanceLock, OutboxItem, State
 
 log = logging.getLogger("beacon")
 
@@ -115,6 +119,12 @@ class Beacon:
         self._lease_lost = threading.Event()
         self._drain_deadline = float("inf")
         self.lease = Lease(publisher, self.state.instance_id(), lease_ttl_ms(settings.period_ms))
+        self.metrics = Metrics(
+            now=lambda: self.clock.now_ms() / 1000,
+            counters=self.state.counters(),
+            outbox_length=self.state.outbox_length(),
+        )
+        self._report_lease()
 
     # --- entropy -------------------------------------------------------------
 
@@ -122,6 +132,7 @@ class Beacon:
         try:
             return self.source.draw(slot.chain_index, slot.pulse_index)
         except EntropyError as exc:
+            self._count_health_failure(exc)
             return self._fallback(slot, f"{self.source.name}: {exc}")
 
     def _fallback(self, slot: PulseSlot, reason: str) -> EntropyDraw:
@@ -168,10 +179,16 @@ class Beacon:
         try:
             return future.result()
         except EntropyError as exc:
+            self._count_health_failure(exc)
             return self._fallback(slot, f"{self.source.name}: {exc}")
         except Exception as exc:  # a source bug must not stop the beacon
             log.exception("entropy source %s crashed", self.source.name)
             return self._fallback(slot, f"{self.source.name} crashed: {type(exc).__name__}")
+
+    def _count_health_failure(self, exc: EntropyError) -> None:
+        if isinstance(exc, HealthTestError):
+            self.state.bump(HEALTH_FAILURES)
+            self.metrics.health_test_failed()
 
     # --- the tick ------------------------------------------------------------
 
@@ -255,6 +272,7 @@ class Beacon:
             cosignature=built.cosignature,
         )
         failpoint("after-commit")
+        self.metrics.pulse_committed(current.kind)
         log.info(
             "pulse %d/%d %s status %d source %s",
             built.pulse.chain_index,
@@ -310,6 +328,7 @@ class Beacon:
                             last_max_age=max_age,
                             site=site,
                             recent=state.recent_published(RECENT_PULSES),
+                            on_pulse_stored=partial(self._pulse_stored, item),
                         )
                         failpoint("before-mark-published")
                         state.mark_published(item.seq, item.time_ms)
@@ -386,12 +405,35 @@ class Beacon:
                 status["pool"] = self.source.pool_status()
             except EntropyError as exc:
                 status["pool"] = {"error": str(exc)}
+        status.update(self._metrics_status(state, status.get("pool")))
         self.publisher.put_mutable(
             STATUS_KEY,
             json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",
             content_type=JSON,
             max_age=self._seconds_to_next_boundary(),
         )
+
+    # --- metrics -------------------------------------------------------------
+
+    def _report_lease(self) -> None:
+        """Tell the metrics which failover role this process holds.
+
+        The one place the lease reaches the metrics; until a lease exists, every
+        beacon runs alone.
+        """
+        self.metrics.set_lease("single", None)
+
+    def _pulse_stored(self, item: OutboxItem) -> None:
+        self.metrics.pulse_stored(
+            item.chain_index, item.pulse_index, item.time_ms, self.clock.now_ms()
+        )
+
+    def _metrics_status(self, state: State, pool: object) -> dict[str, Any]:
+        """Update the figures read from the state and the pool; return them for status.json."""
+        self.metrics.set_outbox_length(state.outbox_length())
+        if isinstance(pool, Mapping):
+            self.metrics.set_pool(pool)
+        return self.metrics.status()
 
     # --- the lease -----------------------------------------------------------
 

@@ -418,6 +418,16 @@ class EntropyPool:
             ).fetchall()
         return sum((int(n) - int(off)) // bits_needed(float(h)) for n, off, h in rows)
 
+    def oldest_usable_harvested_at(self) -> float | None:
+        """Unix time of the oldest live, unexpired batch (drawn from next), or None."""
+        cutoff = self._clock() - self.policy.max_age_seconds
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT MIN(harvested_at) FROM batch WHERE status = ? AND harvested_at >= ?",
+                (LIVE, cutoff),
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
     def take(self, chain_index: int, pulse_index: int) -> PooledBits:
         """Hand out never-used bits for pulse ``chain_index``/``pulse_index``, oldest batch first.
 
@@ -511,12 +521,16 @@ class EntropyPool:
             )
 
     def summary(self) -> dict[str, Any]:
-        """Counts for status pages: batches by state, usable draws, today's QPU seconds."""
+        """Counts for status pages: batches by state, usable draws and the age of the
+        oldest usable batch (how close it is to ``max_age_seconds``), today's QPU seconds."""
         with self._transaction() as db:
             states = dict(db.execute("SELECT status, COUNT(*) FROM batch GROUP BY status"))
+        oldest = self.oldest_usable_harvested_at()
         return {
             "batches": {str(k): int(v) for k, v in states.items()},
             "usableDraws": self.usable_draws(),
+            "oldestUsableHarvestedAt": oldest,
+            "oldestUsableAgeSeconds": None if oldest is None else self._clock() - oldest,
             "qpuSecondsToday": self.spent_today(),
             "qpuSecondsPerDay": self.policy.qpu_seconds_per_day,
         }

@@ -41,7 +41,7 @@ from beacon.entropy import QUANTUM_SIMULATOR, EntropyDraw, random_bytes
 from beacon.entropy.extract import condition
 from beacon.entropy.health import HealthConfig, HealthResult, run_health_tests
 from beacon.entropy.record import OS_BITS_BYTES, Provenance, quantum_record, seal
-from beacon.errors import EntropyError
+from beacon.errors import EntropyError, HealthTestError
 
 #: Shots per local job. 2048 shots x 127 qubits = 260,096 raw bits: two full
 #: adaptive-proportion windows per qubit stream, a per-qubit 99 % bound on the
@@ -294,7 +294,7 @@ class LocalQuantumSource:
             self.rejected.append(rejected)
             if self._on_reject is not None:
                 self._on_reject(rejected)
-            raise EntropyError(
+            raise HealthTestError(
                 f"job {harvest.provenance.job_id} on {self.backend_name} failed health tests: "
                 + ", ".join(health.failures)
             )

@@ -19,7 +19,7 @@ the first pulses it publishes (so that they do not delay those pulses).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import groupby
 
 from beacon_verifier import layout
@@ -90,15 +90,20 @@ def publish_item(
     last_max_age: int,
     site: SiteInfo,
     recent: Sequence[OutboxItem],
+    on_pulse_stored: Callable[[], None] | None = None,
 ) -> None:
     """Write every object of one pulse, immutable ones first, then the ``last`` pointers.
 
     ``recent`` are pulses published before it, newest first, for the home page,
     which is written last, with the ``last`` pointers' ``last_max_age``.
+    ``on_pulse_stored`` is called once the store has confirmed the pulse object
+    (the publish-latency metric's end point).
     """
     c, p = item.chain_index, item.pulse_index
     publisher.put_immutable(layout.entropy_record_key(c, p), item.record, content_type=JSON)
     publisher.put_immutable(layout.pulse_key(c, p), item.pulse, content_type=JSON)
+    if on_pulse_stored is not None:
+        on_pulse_stored()
     if item.cosignature is not None:
         publisher.put_immutable(layout.pq_signature_key(c, p), item.cosignature, content_type=JSON)
     failpoint("mid-publish")
