@@ -50,7 +50,7 @@ LATENCY_BUCKETS = (
 #: How many recent publish latencies the percentiles in ``status.json`` cover.
 RECENT_LATENCIES = 256
 #: Roles a beacon process can hold: one of a failover pair, or alone.
-LEASE_ROLES = ("active", "standby", "single")
+LEASE_ROLES = ("active", "standby")
 #: The state counter of batches that failed their health tests when drawn.
 HEALTH_FAILURES = "health_failures"
 EXTRA_HINT = "pip install 'quantum-beacon[metrics]'"
@@ -101,7 +101,7 @@ class Metrics:
         self._pool_rejected = 0
         self._pool_draws: int | None = None
         self._pool_oldest_at: float | None = None
-        self._lease: tuple[str, str | None] = ("single", None)
+        self._lease: tuple[str, str | None] = ("standby", None)
 
     # --- feeding ------------------------------------------------------------------
 

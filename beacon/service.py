@@ -416,12 +416,8 @@ class Beacon:
     # --- metrics -------------------------------------------------------------
 
     def _report_lease(self) -> None:
-        """Tell the metrics which failover role this process holds.
-
-        The one place the lease reaches the metrics; until a lease exists, every
-        beacon runs alone.
-        """
-        self.metrics.set_lease("single", None)
+        """Tell the metrics which failover role this process holds, and who is active."""
+        self.metrics.set_lease(self.lease.role, self.lease.current_holder)
 
     def _pulse_stored(self, item: OutboxItem) -> None:
         self.metrics.pulse_stored(
@@ -459,6 +455,8 @@ class Beacon:
                 if not failing:
                     log.warning("lease: cannot read the lease, staying standby: %s", exc)
                     failing = True
+            finally:
+                self._report_lease()
             if self._stop.wait(lease.poll_interval):
                 return False
         while True:
@@ -533,6 +531,7 @@ class Beacon:
         if self._lease_lost.is_set():
             return
         self._lease_lost.set()
+        self._report_lease()
         log.error("lease: lost to %s; stopping", self.lease.current_holder)
         self._fatal = exc
         self.stop()

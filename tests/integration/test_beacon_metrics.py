@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import urllib.request
@@ -16,6 +17,7 @@ import pytest
 from beacon_verifier import layout
 from prometheus_client.parser import text_string_to_metric_families
 
+from beacon.lease import LEASE_KEY
 from tests.beacon_proc import ROOT, run_beacon, start_beacon
 
 pytestmark = pytest.mark.integration
@@ -99,8 +101,9 @@ def check_agreement(got: Samples, status: dict[str, Any], kinds: list[str]) -> N
     last = {k for k in KINDS if got[("beacon_last_pulse_source", (("source", k),))] == 1}
     assert last == {status["lastPulseSource"]} == {kinds[-1]}
     assert got[("beacon_health_test_failures_total", ())] == status["healthTestFailures"]
-    assert got[("beacon_lease_info", (("holder", ""), ("role", "single")))] == 1
-    assert status["lease"] == {"role": "single", "holder": None}
+    holder = status["lease"]["holder"]
+    assert status["lease"]["role"] == "active" and re.fullmatch("[0-9a-f]{16}", holder)
+    assert got[("beacon_lease_info", (("holder", holder), ("role", "active")))] == 1
     if "pool" in status:
         pool = status["pool"]
         assert got[("beacon_pool_usable_draws", ())] == pool["usableDraws"]
@@ -145,6 +148,8 @@ def test_scraped_while_running_agrees_with_site_and_status(
                 continue  # a pulse moved meanwhile
             assert listening(proc.pid) == {("0100007F", port)}  # 127.0.0.1, and only there
             check_agreement(got, json.loads(before), published_kinds(site))
+            lease = json.loads((site / LEASE_KEY).read_bytes())
+            assert json.loads(before)["lease"]["holder"] == lease["holder"]
             checked += 1
         _, err = proc.communicate(timeout=60)
     finally:

@@ -122,7 +122,7 @@ def test_status_percentiles_cover_the_recent_pulses_and_count_all() -> None:
 
 def test_lease_role_is_checked_and_reported() -> None:
     m = fresh()
-    assert m.status()["lease"] == {"role": "single", "holder": None}
+    assert m.status()["lease"] == {"role": "standby", "holder": None}
     m.set_lease("standby", "host-b:4711")
     assert m.status()["lease"] == {"role": "standby", "holder": "host-b:4711"}
     with pytest.raises(ValueError, match="lease role"):
@@ -302,7 +302,7 @@ def test_the_service_feeds_status_json_and_restarts_from_the_state(
     assert status["healthTestFailures"] == 1
     assert status["outboxLength"] == 0
     assert status["lastPulseSource"] == OS_FALLBACK
-    assert status["lease"] == {"role": "single", "holder": None}
+    assert status["lease"] == {"role": "active", "holder": beacon.lease.holder}
     latency = status["publishLatency"]
     assert (latency["count"], latency["recent"]) == (3, 3)
     assert latency["p50Ms"] == pytest.approx(61_500)  # of 121.5 s, 61.5 s and 1.5 s
