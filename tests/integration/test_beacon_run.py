@@ -53,6 +53,8 @@ def test_status_and_stop_final(tmp_path: Path) -> None:
         assert info["running"] is True and info["chain"] == 1 and info["lastPulse"] >= 1
         stopped = run_beacon(tmp_path, ["stop", "--final", "--timeout", "20"], env=env)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        # The lock is released last; the interpreter still has to exit after it.
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
