@@ -23,7 +23,11 @@ At the end both instances are stopped with SIGINT (they drain), ``beacon-verify
 chain s3://...`` replays the chain, and the script prints the figures:
 expected periods, pulses published, gaps (all must carry statusCode bit 2),
 pulses lost (indices some instance committed that the store lacks: must be 0),
-forks (must be 0), fallbacks disclosed, takeover times and publish latency.
+forks (must be 0: a refused conflicting write, two outputs seen for one index,
+or one index committed by two instances even if one was never published),
+fallbacks disclosed, takeover times and publish latency. An instance that
+exits on its own (e.g. after losing the lease) is restarted and reported, as
+is a takeover that no kill caused.
 
 Latency is measured from outside, as a client sees it: a poller GETs
 ``beacon/2.0/pulse/last`` anonymously every 20 ms; a pulse's latency is the
@@ -347,6 +351,8 @@ class Soak:
         self.disturbed: list[tuple[float, float]] = []
         self._began: dict[str, float] = {}
         self.clock_stepped: Instance | None = None
+        self.timeouts: list[str] = []
+        self.exits: list[tuple[str, int, int | None]] = []  # exits the soak did not cause
 
     def note(self, what: str, **details: Any) -> None:
         at = time.time()
@@ -387,12 +393,32 @@ class Soak:
         shutil.copyfile(self.server.log_path, self.out / "weed.log")
         self.server.close()
 
-    def wait_for(self, test: Any, timeout: float, what: str) -> None:
+    def wait_for(self, test: Any, timeout: float, what: str) -> bool:
+        """Wait (supervising) until ``test()``; False, noted, after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while not test():
             if time.monotonic() > deadline:
-                raise SystemExit(f"soak: timed out waiting for {what}")
+                self.note("timed out", waitingFor=what)
+                self.timeouts.append(what)
+                return False
+            self.supervise()
             time.sleep(0.05)
+        return True
+
+    def sleep_until(self, when: float) -> None:
+        while time.time() < when:
+            self.supervise()
+            time.sleep(min(0.2, max(0.0, when - time.time())))
+
+    def supervise(self) -> None:
+        """Restart an instance that exited on its own (as systemd would), and note it."""
+        for instance in self.instances:
+            run = instance.current
+            if run is None or run.killed_at is not None or run.process.poll() is None:
+                continue
+            self.note("exited", instance=instance.name, run=run.number, exit=run.process.returncode)
+            self.exits.append((instance.name, run.number, run.process.returncode))
+            instance.start()
 
     # the run
 
@@ -400,23 +426,21 @@ class Soak:
         first, second = self.instances
         self.t0 = time.time()
         first.start()
-        self.wait_for(lambda: first.role() == "active", 60, "instance a to become active")
+        if not self.wait_for(lambda: first.role() == "active", 60, "a to become active"):
+            raise SystemExit("soak: instance a did not become active")
         self.poller = Poller(self.server)
         self.poller.start()
         second.start()
-        self.wait_for(lambda: second.role() == "standby", 60, "instance b to become standby")
+        if not self.wait_for(lambda: second.role() == "standby", 60, "b to become standby"):
+            raise SystemExit("soak: instance b did not become standby")
         self.note("started", active="a", standby="b")
         self.t0 = time.time()  # the schedule counts from here
         for fault in schedule(self.duration):
-            delay = self.t0 + fault.at - time.time()
-            if delay > 0:
-                time.sleep(delay)
+            self.sleep_until(self.t0 + fault.at)
             self.inject(fault)
-        delay = self.t0 + self.duration - time.time()
-        if delay > 0:
-            time.sleep(delay)
+        self.sleep_until(self.t0 + self.duration)
 
-    def active(self) -> Instance:
+    def active(self) -> Instance | None:
         """The instance holding the lease (by the lease object, else by the logs)."""
         holder = None
         with contextlib.suppress(Exception):
@@ -430,7 +454,8 @@ class Soak:
                 return instance
         by_log = [i for i in self.instances if i.role() == "active"]
         if len(by_log) != 1:
-            raise SystemExit(f"soak: cannot tell the active instance (lease holder {holder})")
+            self.note("no single active instance", leaseHolder=holder)
+            return None
         return by_log[0]
 
     def inject(self, fault: Fault) -> None:
@@ -450,7 +475,8 @@ class Soak:
                 instance.write_fault(ENTROPY_FAIL_FILE, "" if state == "on" else None)
         elif kind == "clock" and state == "on":
             self.clock_stepped = self.active()
-            self.clock_stepped.write_fault(CLOCK_OFFSET_FILE, str(CLOCK_STEP_MS))
+            if self.clock_stepped is not None:
+                self.clock_stepped.write_fault(CLOCK_OFFSET_FILE, str(CLOCK_STEP_MS))
         elif kind == "clock" and self.clock_stepped is not None:
             self.clock_stepped.write_fault(CLOCK_OFFSET_FILE, None)
         took = round(time.time() - began, 1)
@@ -464,8 +490,13 @@ class Soak:
 
     def kill_active(self) -> None:
         victim = self.active()
+        if victim is None:
+            self.timeouts.append("an active instance to kill")
+            return
         other = next(i for i in self.instances if i is not victim)
-        self.wait_for(lambda: other.role() == "standby", 30, "a standby before the kill")
+        if not self.wait_for(lambda: other.role() == "standby", 60, "a standby to kill"):
+            self.note("kill skipped", instance=victim.name)
+            return
         at = victim.kill()
         self.note("SIGKILL", instance=victim.name)
         time.sleep(3 * self.period)
@@ -481,10 +512,13 @@ class Soak:
 
     def stop(self) -> dict[str, int | None]:
         """SIGINT both (standby first, so it cannot take over from the draining active)."""
+        self.supervise()
         order = sorted(self.instances, key=lambda i: i.role() == "active")
         codes = {}
         for instance in order:
             codes[instance.name] = instance.interrupt(timeout=120)
+            if instance.current is not None:
+                instance.current.killed_at = time.time()  # an exit we caused
             self.note("stopped", instance=instance.name, exit=codes[instance.name])
         return codes
 
@@ -654,6 +688,13 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
         all_lat.append(seen_at - stamp)
         if not any(lo <= stamp <= hi for lo, hi in soak.disturbed):
             quiet_lat.append(seen_at - stamp)
+    kill_times = [at for at, _, _ in soak.kills]
+    unplanned = [
+        f"{name}{run.number} at {at - soak.t0:.1f} s"
+        for name, run in runs
+        for at, line in run.lines
+        if TOOK_OVER_RE.search(line) and not any(0 <= at - k <= 15 for k in kill_times)
+    ]
     clock_waits = sum(CLOCK_WAIT in line for _, run in runs for _, line in run.lines)
     crashes = [
         f"{name}{run.number}: {run.lines[i + 1][1] if i + 1 < len(run.lines) else ''}"
@@ -665,9 +706,14 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
     failures = []
     if lost:
         failures.append(f"{len(lost)} pulses lost")
-    forks = len(fork_lines) + len(conflicting)
+    forks = len(fork_lines) + len(conflicting) + len(reissued)
     if forks:
-        failures.append(f"{forks} forks")
+        failures.append(
+            f"{forks} forks ({len(fork_lines)} refused, {len(conflicting)} seen with two "
+            f"outputs, {len(reissued)} indices committed by two instances)"
+        )
+    if soak.timeouts:
+        failures.append("timed out waiting for " + ", ".join(soak.timeouts))
     if unmarked:
         failures.append(f"{len(unmarked)} unmarked gaps")
     for t in takeovers:
@@ -695,6 +741,8 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
         "sourceKinds": dict(kinds),
         "takeovers": takeovers,
         "clockWaits": clock_waits,
+        "unplannedTakeovers": unplanned,
+        "unplannedExits": [f"{n}{r}: exit {c}" for n, r, c in soak.exits],
         "crashes": len(crashes),
         "crashLines": crashes[:5],
         "latency": {
@@ -736,13 +784,16 @@ def print_summary(s: dict[str, Any]) -> None:
         f"unmarked {gaps['unmarked']}"
     )
     print(f"pulses lost           {s['pulsesLost']} {s['lostIndices'] or ''}")
-    print(f"forks                 {s['forks']}")
     print(
-        f"re-issued indices     {s['reissued']['count']} (committed by a killed instance, "
-        f"unpublished; {s['reissued']['droppedLogged']} dropped per logs)"
+        f"forks                 {s['forks']} ({len(s['forkLines'])} refused, "
+        f"{len(s['conflictingOutputs'])} seen with two outputs, {s['reissued']['count']} "
+        f"indices committed by two instances {s['reissued']['indices'] or ''}; "
+        f"{s['reissued']['droppedLogged']} unpublished pulses dropped per logs)"
     )
     print(f"fallbacks disclosed   {s['fallbacksDisclosed']} {s['fallbackReasons']}")
     print(f"clock waits logged    {s['clockWaits']}")
+    print(f"unplanned takeovers   {len(s['unplannedTakeovers'])} {s['unplannedTakeovers'] or ''}")
+    print(f"unplanned exits       {len(s['unplannedExits'])} {s['unplannedExits'] or ''}")
     print(f"tracebacks logged     {s['crashes']} {s['crashLines'] or ''}")
     faults = s["faults"]
     print(f"faults                {faults['kills']} kills, store down {faults['storeDownS']} s")
