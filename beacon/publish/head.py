@@ -23,7 +23,7 @@ from beacon_verifier.format import STATUS_CHAIN_END, Pulse, parse_pulse
 
 from beacon.errors import PublishError
 from beacon.publish import Publisher
-from beacon.pulse.builder import Anchor, ChainHead
+from beacon.pulse.builder import Anchor, ChainHead, anchor_of, head_of
 from beacon.state import OutboxItem
 
 DAY_MS = 86_400_000
@@ -40,12 +40,6 @@ def _pulse(publisher: Publisher, key: str) -> Pulse | None:
         return parse_pulse(data)
     except PulseFormatError as exc:
         raise PublishError(f"the published {key} is not a valid pulse: {exc}") from None
-
-
-def _anchor(pulse: Pulse) -> Anchor:
-    return Anchor(
-        pulse_index=pulse.pulse_index, time_ms=pulse.time_ms, output_value=pulse.output_value
-    )
 
 
 def _linked_index(uri: str | None, what: str) -> int:
@@ -76,16 +70,7 @@ def read_store_head(publisher: Publisher, chain: int) -> ChainHead | None:
         head = following
     else:
         raise PublishError(f"the store's last pointer is more than {MAX_WALK} pulses behind")
-    return ChainHead(
-        chain_index=head.chain_index,
-        pulse_index=head.pulse_index,
-        time_ms=head.time_ms,
-        output_value=head.output_value,
-        certificate_id=head.certificate_id,
-        precommitment_value=head.precommitment_value,
-        ended=bool(head.status_code & STATUS_CHAIN_END),
-        anchors=_anchors(publisher, head),
-    )
+    return head_of(head, _anchors(publisher, head))
 
 
 def _anchors(publisher: Publisher, head: Pulse) -> dict[str, Anchor]:
@@ -95,7 +80,7 @@ def _anchors(publisher: Publisher, head: Pulse) -> dict[str, Anchor]:
     pulse before it: that is also ours when it lies in our unit; otherwise
     ``head`` opened a new unit.
     """
-    me = _anchor(head)
+    me = anchor_of(head)
     if head.pulse_index == 1:
         return dict.fromkeys(SKIP_LINK_TYPES, me)
     links = {link.type: link for link in head.list_values}
@@ -108,7 +93,7 @@ def _anchors(publisher: Publisher, head: Pulse) -> dict[str, Anchor]:
                 f"the published head's {unit} link does not match pulse {head.chain_index}/{index}"
             )
         same_unit = unit_start(first.time_ms, unit) == unit_start(head.time_ms, unit)
-        anchors[unit] = _anchor(first) if same_unit else me
+        anchors[unit] = anchor_of(first) if same_unit else me
     return anchors
 
 

@@ -184,18 +184,15 @@ def build_pulse(
     )
 
 
-def _next_head(head: ChainHead | None, pulse: Pulse, new_chain: bool) -> ChainHead:
-    me = Anchor(
+def anchor_of(pulse: Pulse) -> Anchor:
+    """``pulse`` as a link target."""
+    return Anchor(
         pulse_index=pulse.pulse_index, time_ms=pulse.time_ms, output_value=pulse.output_value
     )
-    anchors: dict[str, Anchor] = {}
-    for t in SKIP_LINK_TYPES:
-        if new_chain or head is None:
-            anchors[t] = me
-        elif unit_start(pulse.time_ms, t) == unit_start(head.time_ms, t):
-            anchors[t] = head.anchors[t]
-        else:
-            anchors[t] = me
+
+
+def head_of(pulse: Pulse, anchors: dict[str, Anchor]) -> ChainHead:
+    """The head that ``pulse`` leaves, given the first pulses of its hour/day/month/year."""
     return ChainHead(
         chain_index=pulse.chain_index,
         pulse_index=pulse.pulse_index,
@@ -206,3 +203,16 @@ def _next_head(head: ChainHead | None, pulse: Pulse, new_chain: bool) -> ChainHe
         ended=bool(pulse.status_code & STATUS_CHAIN_END),
         anchors=anchors,
     )
+
+
+def _next_head(head: ChainHead | None, pulse: Pulse, new_chain: bool) -> ChainHead:
+    me = anchor_of(pulse)
+    anchors: dict[str, Anchor] = {}
+    for t in SKIP_LINK_TYPES:
+        if new_chain or head is None:
+            anchors[t] = me
+        elif unit_start(pulse.time_ms, t) == unit_start(head.time_ms, t):
+            anchors[t] = head.anchors[t]
+        else:
+            anchors[t] = me
+    return head_of(pulse, anchors)

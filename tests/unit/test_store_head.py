@@ -23,14 +23,16 @@ def value(n: int) -> bytes:
     return hashlib.sha512(n.to_bytes(8, "big")).digest()
 
 
-def chain(signer: Signer, times: list[int], *, final_at: int | None = None) -> list[BuiltPulse]:
+def chain(
+    signer: Signer, times: list[int], *, final_at: int | None = None, period_ms: int = MINUTE
+) -> list[BuiltPulse]:
     out: list[BuiltPulse] = []
     head: ChainHead | None = None
     for n, t in enumerate(times):
         built = build_pulse(
             head,
             time_ms=t,
-            period_ms=MINUTE,
+            period_ms=period_ms,
             local_random_value=value(n),
             next_local_random_value=value(n + 1),
             signer=signer,
@@ -109,20 +111,7 @@ def test_a_day_taken_over_midway_is_completed_from_the_store(
 ) -> None:
     quarter = 6 * 60 * MINUTE  # a 6-hour period: four pulses a day
     times = [NEW_YEAR + k * quarter for k in range(-1, 6)]  # 18:00 the day before .. 06:00 next
-    pulses = []
-    head: ChainHead | None = None
-    for n, t in enumerate(times):
-        built = build_pulse(
-            head,
-            time_ms=t,
-            period_ms=quarter,
-            local_random_value=value(n),
-            next_local_random_value=value(n + 1),
-            signer=signer,
-            base_url="https://beacon.example",
-        )
-        pulses.append(built)
-        head = built.head
+    pulses = chain(signer, times, period_ms=quarter)
     store = LocalDirPublisher(tmp_path)
     publish(store, pulses, last=None)
     for built in pulses:
