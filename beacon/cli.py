@@ -25,6 +25,7 @@ from beacon.config import Settings, load_settings
 from beacon.entropy import EntropySource
 from beacon.errors import BeaconError, EntropyError
 from beacon.faults import with_entropy_faults
+from beacon.lease import lease_ttl_ms
 from beacon.publish import Publisher
 from beacon.pulse.keys import KEY_FILE, Signer, init_identity, load_identity
 from beacon.state import State, read_pid
@@ -106,6 +107,7 @@ def make_publisher(settings: Settings) -> Publisher:
             endpoint_url=settings.s3_endpoint_url or None,
             region=settings.s3_region or None,
             object_lock_days=settings.s3_object_lock_days or None,
+            lease_timeout=max(0.5, lease_ttl_ms(settings.period_ms) / 3000),
         )
     from beacon.publish.local import LocalDirPublisher
 

@@ -297,6 +297,20 @@ class Beacon:
     # --- publishing ----------------------------------------------------------
 
     def _publish_loop(self) -> None:
+        """The publisher thread. A bug in it stops the beacon (exit 1, outbox kept).
+
+        Ticking on without publishing would pile up pulses nobody sees.
+        """
+        try:
+            self._drain_outbox()
+        except Exception as exc:
+            log.exception("the publisher crashed; stopping (unpublished pulses stay in the outbox)")
+            self._fatal = BeaconError(
+                f"the publisher crashed ({type(exc).__name__}); the outbox is kept"
+            )
+            self.stop()
+
+    def _drain_outbox(self) -> None:
         state = State(self.settings.state_path)
         delay = 0.5
         published_certificate = published_site = False
@@ -543,14 +557,15 @@ class Beacon:
 
         Returns False, having started nothing, when stopped while still standby.
         Waits (at most one period) for the first background job, so the first
-        scheduled pulses do not fall back only because the beacon just started.
+        scheduled pulses do not fall back only because the beacon just started;
+        not after a takeover, where the chain is already waiting.
         """
         if not self.acquire_lease():
             return False
         self._lease_thread = threading.Thread(target=self._renew_loop, name="lease", daemon=True)
         self._lease_thread.start()
         self.prime()
-        if self._prepared is not None:
+        if self._prepared is not None and self.lease.taken_from is None:
             try:
                 self._prepared[1].exception(timeout=self.settings.period_ms / 1000)
             except TimeoutError:

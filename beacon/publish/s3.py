@@ -83,20 +83,23 @@ class S3Client(Protocol):
     def get_paginator(self, operation_name: str) -> Any: ...
 
 
-def make_client(endpoint_url: str | None = None, region: str | None = None) -> S3Client:
+def make_client(
+    endpoint_url: str | None = None, region: str | None = None, timeout: float | None = None
+) -> S3Client:
     """A boto3 S3 client with credentials from the standard AWS chain.
 
     Path-style addressing when ``endpoint_url`` is given (self-hosted stores),
-    a single attempt per call, bounded timeouts. Raises ``PublishError`` when
-    boto3 cannot build the client (bad endpoint URL or region).
+    a single attempt per call, bounded timeouts (``timeout`` seconds for both
+    connecting and reading, when given). Raises ``PublishError`` when boto3
+    cannot build the client (bad endpoint URL or region).
     """
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
     config = Config(
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connect_timeout=timeout or CONNECT_TIMEOUT,
+        read_timeout=timeout or READ_TIMEOUT,
         retries={"mode": "standard", "total_max_attempts": 1},
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
@@ -164,12 +167,15 @@ class S3Publisher:
     """Publishes the key ``k`` as the object ``{prefix}k`` in ``bucket``.
 
     ``client`` defaults to ``make_client(endpoint_url, region)``; ``now`` is the
-    clock used for Object Lock retain-until dates. Raises ``ValueError`` for an
+    clock used for Object Lock retain-until dates. ``lease_timeout`` bounds the
+    conditional requests of the failover lease (``put_if``, ``get_versioned``) on
+    a client of their own, so that a store that hangs cannot hold a renewal past
+    the lease's TTL (default: the normal timeouts). Raises ``ValueError`` for an
     empty bucket, an invalid prefix or ``object_lock_days`` < 1; ``PublishError``
     when the default client cannot be built.
     """
 
-    __slots__ = ("_client", "_now", "bucket", "object_lock_days", "prefix")
+    __slots__ = ("_client", "_lease_client", "_now", "bucket", "object_lock_days", "prefix")
 
     def __init__(
         self,
@@ -181,6 +187,7 @@ class S3Publisher:
         client: S3Client | None = None,
         *,
         now: Callable[[], datetime] = _utc_now,
+        lease_timeout: float | None = None,
     ) -> None:
         if not bucket:
             raise ValueError("bucket must not be empty")
@@ -198,6 +205,11 @@ class S3Publisher:
         self.prefix = f"{stripped}/" if stripped else ""
         self.object_lock_days = object_lock_days
         self._client = client if client is not None else make_client(endpoint_url, region)
+        self._lease_client = (
+            make_client(endpoint_url, region, lease_timeout)
+            if client is None and lease_timeout is not None
+            else self._client
+        )
         self._now = now
 
     def __repr__(self) -> str:
@@ -285,7 +297,7 @@ class S3Publisher:
         name = self._object(key)
         condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
         try:
-            response = self._client.put_object(
+            response = self._lease_client.put_object(
                 Bucket=self.bucket,
                 Key=name,
                 Body=data,
@@ -312,9 +324,11 @@ class S3Publisher:
         found = self._read_versioned(name)
         return None if found is None else found[0]
 
-    def _read_versioned(self, name: str) -> tuple[bytes, str] | None:
+    def _read_versioned(
+        self, name: str, client: S3Client | None = None
+    ) -> tuple[bytes, str] | None:
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=name)
+            response = (client or self._client).get_object(Bucket=self.bucket, Key=name)
             body = response["Body"]
             try:
                 data: bytes = body.read()
@@ -332,7 +346,7 @@ class S3Publisher:
 
     def get_versioned(self, key: str) -> tuple[bytes, str] | None:
         """The bytes under ``key`` and their ETag, or None when there is no such object."""
-        return self._read_versioned(self._object(key))
+        return self._read_versioned(self._object(key), self._lease_client)
 
     def get(self, key: str) -> bytes | None:
         """The bytes under ``key``, or None when there is no such object.

@@ -258,3 +258,26 @@ def test_state_file_is_private(tmp_path: Path) -> None:
     path.chmod(0o640)
     with pytest.raises(StateError, match="chmod 600"):
         State(path)
+
+
+def test_a_crashing_publisher_stops_the_beacon_and_keeps_the_outbox(
+    tmp_path: Path, signer: Signer
+) -> None:
+    from beacon.publish.local import LocalDirPublisher
+
+    class Buggy(LocalDirPublisher):
+        def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
+            raise RuntimeError("a bug")
+
+    beacon = make(tmp_path, signer, FakeClock(T0))
+    beacon.publisher = Buggy(tmp_path / "site")
+    beacon.prime()
+    assert beacon.tick()
+    assert beacon.start_background()
+    assert beacon._publisher_thread is not None
+    beacon._publisher_thread.join(timeout=10)
+    assert not beacon._publisher_thread.is_alive()
+    assert beacon._stop.is_set()
+    assert "publisher crashed (RuntimeError)" in str(beacon._fatal)
+    assert beacon.state.outbox_length() == 1
+    beacon.shutdown()
