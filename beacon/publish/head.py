@@ -102,13 +102,10 @@ def published_item(publisher: Publisher, chain: int, index: int) -> OutboxItem |
 
     ``links`` is left empty: day pages and archives do not need it.
     """
-    data = publisher.get(layout.pulse_key(chain, index))
-    if data is None:
+    pulse = _pulse(publisher, layout.pulse_key(chain, index))
+    if pulse is None:
         return None
-    try:
-        pulse = parse_pulse(data)
-    except PulseFormatError as exc:
-        raise PublishError(f"the published pulse {chain}/{index} is not valid: {exc}") from None
+    assert pulse.raw is not None  # parse_pulse keeps the bytes it parsed
     record = publisher.get(layout.entropy_record_key(chain, index)) or b""
     try:
         kind = str(json.loads(record).get("source", "unknown"))
@@ -119,7 +116,7 @@ def published_item(publisher: Publisher, chain: int, index: int) -> OutboxItem |
         chain_index=chain,
         pulse_index=index,
         time_ms=pulse.time_ms,
-        pulse=data,
+        pulse=pulse.raw,
         record=record,
         kind=kind,
         links={},
