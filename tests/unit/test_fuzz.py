@@ -17,6 +17,7 @@ from beacon_verifier.format import (
     _checked_pulse,
     _fast_parse,
     _object,
+    emit_pulse,
     load_json,
     parse_pulse,
 )
@@ -150,11 +151,23 @@ def _same_as_strict(data: bytes) -> None:
 OTHER_RAWS = [(NIST / f"nist_c1_p{p}.json").read_bytes() for p in (1, 54609)]
 
 
+def _layout(doc: object, *, ensure_ascii: bool = True) -> bytes:
+    """``doc`` in the layout the fast path reads (emit_pulse's, NIST's): indented by 2."""
+    return json.dumps(doc, indent=2, ensure_ascii=ensure_ascii).encode()
+
+
 def test_vectors_take_the_fast_path() -> None:
     for raw in (RAW, *OTHER_RAWS):
-        assert _fast_parse(raw) is not None
+        pulse = _fast_parse(raw)
+        assert pulse is not None
         _same_as_strict(raw)
-        _same_as_strict(json.dumps(json.loads(raw)["pulse"]).encode())  # bare, compact
+        # What this beacon writes, with and without a trailing newline.
+        assert _fast_parse(emit_pulse(pulse)) == pulse
+        assert _fast_parse(emit_pulse(pulse).rstrip()) == pulse
+        # Another layout is left to the strict path, which reads it all the same.
+        compact = json.dumps(json.loads(raw)["pulse"]).encode()
+        assert _fast_parse(compact) is None
+        _same_as_strict(compact)
 
 
 @settings(max_examples=300)
@@ -162,7 +175,7 @@ def test_vectors_take_the_fast_path() -> None:
 def test_fast_path_field_replaced_by_any_json(field: str, value: object) -> None:
     doc = json.loads(RAW)
     doc["pulse"][field] = value
-    _same_as_strict(json.dumps(doc).encode())
+    _same_as_strict(_layout(doc))
 
 
 @settings(max_examples=200)
@@ -174,7 +187,49 @@ def test_fast_path_field_replaced_by_any_json(field: str, value: object) -> None
 def test_fast_path_link_field_replaced(i: int, key: str, value: object) -> None:
     doc = json.loads(RAW)
     doc["pulse"]["listValues"][i][key] = value
-    _same_as_strict(json.dumps(doc).encode())
+    _same_as_strict(_layout(doc))
+
+
+_EDGE_INTS = [0, 1, 2**32 - 1, 2**32, 2**64 - 1, 2**64, -1, 10**19, 10**20, 60000, 59999, True]
+_SCALARS = [
+    ("cipherSuite",),
+    ("period",),
+    ("chainIndex",),
+    ("pulseIndex",),
+    ("statusCode",),
+    ("external", "statusCode"),
+]
+
+
+@pytest.mark.parametrize("path", _SCALARS, ids=".".join)
+@pytest.mark.parametrize("value", _EDGE_INTS)
+def test_fast_path_integer_edges(path: tuple[str, ...], value: int) -> None:
+    doc = json.loads(RAW)
+    target = doc["pulse"]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    data = _layout(doc)
+    _same_as_strict(data)
+    try:
+        _strict(data)
+    except PulseFormatError:
+        return
+    assert _fast_parse(data) is not None  # accepted in this layout: by the fast path
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["uri", "version", "timeStamp", "link uri"]),
+    st.text(alphabet=st.characters(max_codepoint=0x80), max_size=30) | st.none(),
+)
+def test_fast_path_short_strings(field: str, text: str | None) -> None:
+    doc = json.loads(RAW)
+    if field == "link uri":
+        doc["pulse"]["listValues"][3]["uri"] = text
+    else:
+        doc["pulse"][field] = text
+    _same_as_strict(_layout(doc))
 
 
 _LINES = RAW.split(b"\n")
@@ -184,7 +239,24 @@ _LINES = RAW.split(b"\n")
 @given(
     st.integers(0, len(_LINES) - 1),
     st.integers(0, len(_LINES) - 1),
-    st.sampled_from([b"", b" ", b"\t", b"\\u0041", b":", b'"', b"\\\\"]),
+    st.sampled_from(
+        [
+            b"",
+            b" ",
+            b"\t",
+            b"\\u0041",
+            b":",
+            b'"',
+            b"\\\\",
+            b"\x01",
+            b"\x1f",
+            b"\x7f",
+            b"\xc3\xa9",
+            b"\xff",
+            b"\n",
+            b"\r",
+        ]
+    ),
     st.integers(0, 200),
 )
 def test_fast_path_with_duplicated_lines_and_odd_text(
@@ -211,7 +283,25 @@ def test_fast_path_strings_with_colons_unicode_and_escapes(
 ) -> None:
     doc = json.loads(RAW)
     doc["pulse"][field] = text
-    _same_as_strict(json.dumps(doc, ensure_ascii=ensure_ascii).encode())
+    _same_as_strict(_layout(doc, ensure_ascii=ensure_ascii))
+
+
+@pytest.mark.parametrize(
+    "odd", [b"\x00", b"\x01", b"\x1f", b"\t", b"\n", b"\x7f", b"\xc3\xa9", b"\xff", b"\\n"]
+)
+@pytest.mark.parametrize(
+    "where",
+    [
+        b'"uri": "https:',
+        b'"version": "Version',
+        b'"uri": "https://beacon.nist.gov/beacon/2.0/chain/1/pulse/54609',
+    ],
+)
+def test_fast_path_raw_bytes_inside_strings(odd: bytes, where: bytes) -> None:
+    # JSON refuses raw control characters in strings; UTF-8 and escapes are the strict path's.
+    assert RAW.count(where) >= 1
+    data = RAW.replace(where, where + odd, 1)
+    _same_as_strict(data)
 
 
 _HEX = DOC["pulse"]["outputValue"]
@@ -242,7 +332,7 @@ def test_fast_path_hex_edge_cases(value: str, where: str) -> None:
         pulse["signatureValue"] = value[:-2] + pulse["signatureValue"][126:]
     else:
         pulse[where] = value
-    _same_as_strict(json.dumps(doc).encode())
+    _same_as_strict(_layout(doc))
 
 
 def test_fast_path_refuses_a_duplicate_hidden_by_a_colon() -> None:

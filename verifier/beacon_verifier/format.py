@@ -386,25 +386,77 @@ def parse_pulse(data: bytes) -> Pulse:
     return _checked_pulse(obj, bytes(data))
 
 
-def pulse_from_object(obj: Mapping[str, Any], *, raw: bytes | None = None) -> Pulse:
-    """Build a ``Pulse`` from an already-decoded JSON object (see ``parse_pulse``)."""
-    pulse = _fast_pulse(obj, raw)
-    return pulse if pulse is not None else _checked_pulse(obj, raw)
-
-
 # The fast path. Verifying a chain parses every pulse, and the strict path
 # (``load_json`` with its duplicate-key hook, then ``_checked_pulse`` field by
-# field) costs a third of an RSA-4096 verification. ``_fast_parse`` accepts only
-# pulses that are plainly well-formed (no backslash, exact key sets, ASCII
-# strings, hex of the exact length), checking each rule of the strict path and
-# of the dataclasses' ``__post_init__``, and then builds the values without
-# validating them a second time. Whatever it is not sure of, it leaves to the
+# field) costs about twice as much. Beacons, NIST's and this one, write every
+# pulse in one layout: ``emit_pulse``'s, JSON indented by two spaces in NIST's
+# key order. ``_fast_parse`` matches the text against that layout with one
+# regular expression whose captured values are plain: strings of printable
+# ASCII without quote or backslash, integers without sign or leading zero, and
+# hex values that must then decode as hex (``binascii.unhexlify`` refuses
+# anything else). So the JSON decoder would read exactly these values, with no
+# duplicate key. It then applies each rule of ``_checked_pulse`` and of the
+# dataclasses' ``__post_init__`` and builds the values without validating them a
+# second time. Whatever does not match, or breaks a rule, it leaves to the
 # strict path, which gives the same result or names what is wrong.
 # tests/unit/test_fuzz.py holds the two paths to each other.
 
-_EXTERNAL_FIELDS = frozenset({"sourceId", "statusCode", "value"})
-_LINK_FIELDS = frozenset({"uri", "type", "value"})
+
+def _layout() -> re.Pattern[bytes]:
+    """The regular expression of ``emit_pulse``'s layout, values captured."""
+    text = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]{0,%d})"' % MAX_STRING_BYTES
+    hash_hex = rb'"([^"]{%d})"' % (2 * HASH_LEN)
+    uri = rb'(null|"[\x20\x21\x23-\x5b\x5d-\x7e]{0,%d}")' % MAX_STRING_BYTES  # quotes kept
+    number = rb"(0|[1-9][0-9]{0,19})"
+    stamp = rb'"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)"'
+    signature = rb'"([^"]{2,%d})"' % (2 * MAX_SIGNATURE_BYTES)
+
+    def block(indent: int, open_: bytes, close: bytes, *items: tuple[str | None, bytes]) -> bytes:
+        """``open_``, the items (``"name": value``, or a bare value) one per line, ``close``."""
+        pad = b"\n" + b" " * (indent + 2)
+        lines = [
+            re.escape(pad + (b'"%s": ' % name.encode() if name else b"")) + value
+            for name, value in items
+        ]
+        end = b"\n" + b" " * indent + close
+        return re.escape(open_) + b",".join(lines) + re.escape(end)
+
+    def link(link_type: str) -> tuple[None, bytes]:
+        kind = re.escape(b'"%s"' % link_type.encode())
+        return None, block(6, b"{", b"}", ("uri", uri), ("type", kind), ("value", hash_hex))
+
+    pulse = block(
+        2,
+        b"{",
+        b"}",
+        ("uri", uri),
+        ("version", text),
+        ("cipherSuite", number),
+        ("period", number),
+        ("certificateId", hash_hex),
+        ("chainIndex", number),
+        ("pulseIndex", number),
+        ("timeStamp", stamp),
+        ("localRandomValue", hash_hex),
+        (
+            "external",
+            block(
+                4, b"{", b"}", ("sourceId", hash_hex), ("statusCode", number), ("value", hash_hex)
+            ),
+        ),
+        ("listValues", block(4, b"[", b"]", *(link(t) for t in LINK_TYPES))),
+        ("precommitmentValue", hash_hex),
+        ("statusCode", number),
+        ("signatureValue", signature),
+        ("outputValue", hash_hex),
+    )
+    document = block(0, b"{", b"}", ("pulse", pulse))
+    return re.compile(rb"[ \t\n\r]*" + document + rb"[ \t\n\r]*")
+
+
+_LAYOUT = _layout()
 _new = object.__new__
+_unhexlify = binascii.unhexlify
 
 
 def _setters(cls: type, names: str) -> tuple[Any, ...]:
@@ -420,210 +472,126 @@ _PULSE_SETTERS = _setters(
 )
 _EXTERNAL_SETTERS = _setters(External, "source_id status_code value")
 _LINK_SETTERS = _setters(ListValue, "uri type value")
-_PLAIN_JSON = json.JSONDecoder(parse_constant=_reject_constant)
-_ZERO_HEX = "0" * (2 * HASH_LEN)
-# Consecutive pulses repeat most links (hour, day, month, year), their uris and
-# the certificateId: the last value of each is kept, immutable, to be reused.
-_LAST_LINK: list[tuple[str, str | None, ListValue] | None] = [None] * len(LINK_TYPES)
-_LAST_HASH: dict[str, bytes] = {}
+# Consecutive pulses repeat most links (hour, day, month, year) with their uris,
+# and external: the last of each is kept, immutable, to be reused.
+_LAST_LINK: list[tuple[bytes, bytes, ListValue] | None] = [None] * len(LINK_TYPES)
+_LAST_EXTERNAL: dict[bytes, External] = {}
+
+
+def _uri(captured: bytes) -> str | None:
+    return None if captured == b"null" else captured[1:-1].decode()
+
+
+def _fast_link(i: int, uri: bytes, value: bytes) -> ListValue:
+    last = _LAST_LINK[i]
+    if last is not None and last[0] == value and last[1] == uri:
+        return last[2]
+    link = _new(ListValue)
+    members = (_uri(uri), LINK_TYPES[i], _unhexlify(value))
+    for setter, member in zip(_LINK_SETTERS, members, strict=True):
+        setter(link, member)
+    _LAST_LINK[i] = (value, uri, link)
+    return link
+
+
+def _fast_external(source_hex: bytes, status: int, value_hex: bytes) -> External:
+    key = source_hex + b"%d" % status + value_hex  # unambiguous: both hex are 128 long
+    external = _LAST_EXTERNAL.get(key)
+    if external is None:
+        external = _new(External)
+        members = (_unhexlify(source_hex), status, _unhexlify(value_hex))
+        for setter, member in zip(_EXTERNAL_SETTERS, members, strict=True):
+            setter(external, member)
+        _LAST_EXTERNAL.clear()
+        _LAST_EXTERNAL[key] = external
+    return external
 
 
 def _fast_parse(data: bytes) -> Pulse | None:
     """The pulse the strict path would parse from ``data``, or None to let it decide."""
-    if type(data) is not bytes or len(data) > MAX_PULSE_BYTES or b"\\" in data:
+    if type(data) is not bytes or len(data) > MAX_PULSE_BYTES:
         return None
+    m = _LAYOUT.fullmatch(data)
+    if m is None:
+        return None
+    (
+        uri,
+        version,
+        cipher_suite,
+        period,
+        certificate_hex,
+        chain_index,
+        pulse_index,
+        time_stamp,
+        random_hex,
+        source_hex,
+        external_status,
+        external_hex,
+        uri0,
+        value0,
+        uri1,
+        value1,
+        uri2,
+        value2,
+        uri3,
+        value3,
+        uri4,
+        value4,
+        precommitment_hex,
+        status_code,
+        signature_hex,
+        output_hex,
+    ) = m.groups()
+    cipher_suite, period, status_code = int(cipher_suite), int(period), int(status_code)
+    chain_index, pulse_index = int(chain_index), int(pulse_index)
+    external_status = int(external_status)
+    if not (
+        cipher_suite <= MAX_U32
+        and 0 < period <= MAX_U32
+        and 0 < chain_index <= MAX_U64
+        and 0 < pulse_index <= MAX_U64
+        and status_code <= MAX_U32
+        and external_status <= MAX_U32
+    ):
+        return None
+    stamp = time_stamp.decode()
     try:
-        text = data.decode("utf-8")
-        doc = _PLAIN_JSON.decode(text)
-    except (ValueError, PulseFormatError, RecursionError):
+        time_ms = parse_timestamp(stamp)
+    except PulseFormatError:
         return None
-    keys = 0
-    if type(doc) is dict and len(doc) == 1 and "pulse" in doc:
-        doc, keys = doc["pulse"], 1
-    pulse = _fast_pulse(doc, data)
-    if pulse is None:
+    if time_ms % period:
         return None
-    # No duplicate keys: without escapes, every ':' in the text follows a key or
-    # sits inside one of the strings that may hold one.
-    keys += len(_PULSE_FIELDS) + len(_EXTERNAL_FIELDS) + len(LINK_TYPES) * len(_LINK_FIELDS)
-    colons = keys + pulse.version.count(":") + pulse.time_stamp.count(":")
-    for string in (pulse.uri, *[link.uri for link in pulse.list_values]):
-        if string:
-            colons += string.count(":")
-    return pulse if data.count(b":") == colons else None
-
-
-def _fast_hash(value: object) -> bytes | None:
-    # 128 characters decoding to 64 bytes leaves no room for whitespace.
-    if type(value) is not str or len(value) != _HEX_CHARS:
-        return None
-    raw = bytes.fromhex(value)
-    return raw if len(raw) == HASH_LEN else None
-
-
-def _fast_str(value: object) -> bool:
-    # ASCII: no surrogates, and the UTF-8 length is the length.
-    return type(value) is str and value.isascii() and len(value) <= MAX_STRING_BYTES
-
-
-_HEX_CHARS = 2 * HASH_LEN
-(
-    _SET_URI,
-    _SET_VERSION,
-    _SET_CIPHER_SUITE,
-    _SET_PERIOD,
-    _SET_CERTIFICATE_ID,
-    _SET_CHAIN_INDEX,
-    _SET_PULSE_INDEX,
-    _SET_TIME_STAMP,
-    _SET_LOCAL_RANDOM_VALUE,
-    _SET_EXTERNAL,
-    _SET_LIST_VALUES,
-    _SET_PRECOMMITMENT_VALUE,
-    _SET_STATUS_CODE,
-    _SET_SIGNATURE_VALUE,
-    _SET_OUTPUT_VALUE,
-    _SET_RAW,
-    _SET_TIME_MS,
-) = _PULSE_SETTERS
-
-
-def _fast_links(items: object) -> tuple[ListValue, ...] | None:
-    """``listValues`` as ``_checked_pulse`` would build them, or None to let it decide."""
-    if type(items) is not list or len(items) != len(LINK_TYPES):
-        return None
-    links = []
-    for i, item in enumerate(items):
-        if type(item) is not dict or len(item) != len(_LINK_FIELDS):
-            return None
-        link_uri, value_hex, link_type = item["uri"], item["value"], item["type"]
-        if link_type != LINK_TYPES[i]:
-            return None
-        last = _LAST_LINK[i]
-        if last is not None and last[0] == value_hex and last[1] == link_uri:
-            links.append(last[2])
-            continue
-        value = _fast_hash(value_hex)
-        if value is None or (link_uri is not None and not _fast_str(link_uri)):
-            return None
-        link = _new(ListValue)
-        for setter, member in zip(_LINK_SETTERS, (link_uri, link_type, value), strict=True):
-            setter(link, member)
-        _LAST_LINK[i] = (value_hex, link_uri, link)
-        links.append(link)
-    return tuple(links)
-
-
-def _fast_external(ext: object) -> External | None:
-    """``external`` as ``_checked_pulse`` would build it, or None to let it decide."""
-    if type(ext) is not dict or len(ext) != len(_EXTERNAL_FIELDS):
-        return None
-    status = ext["statusCode"]
-    if type(status) is not int or not 0 <= status <= MAX_U32:
-        return None
-    source_hex, value_hex = ext["sourceId"], ext["value"]
-    if source_hex == _ZERO_HEX and value_hex == _ZERO_HEX and not status:
-        return ZERO_EXTERNAL
-    source_id, value = _fast_hash(source_hex), _fast_hash(value_hex)
-    if source_id is None or value is None:
-        return None
-    external = _new(External)
-    for setter, member in zip(_EXTERNAL_SETTERS, (source_id, status, value), strict=True):
-        setter(external, member)
-    return external
-
-
-def _fast_pulse(obj: Mapping[str, Any], raw: bytes | None) -> Pulse | None:
-    """The pulse ``_checked_pulse`` would build from ``obj``, or None to let it decide.
-
-    Written for speed (it runs once per pulse of a replay): checks inline rather
-    than in helpers, and the instance filled slot by slot.
-    """
-    # Every field is looked up below (KeyError: let the strict path name it), so a
-    # dict of the right size holds exactly the right keys.
-    if type(obj) is not dict or len(obj) != len(_PULSE_FIELDS):
-        return None
-    fromhex = bytes.fromhex
-    try:
-        external = _fast_external(obj["external"])
-        links = _fast_links(obj["listValues"])
-        if external is None or links is None:
-            return None
-        uri, version = obj["uri"], obj["version"]
-        if (uri is not None and not _fast_str(uri)) or not _fast_str(version):
-            return None
-        cipher_suite, period = obj["cipherSuite"], obj["period"]
-        chain_index, pulse_index = obj["chainIndex"], obj["pulseIndex"]
-        status_code = obj["statusCode"]
-        if not (
-            type(cipher_suite) is int
-            and 0 <= cipher_suite <= MAX_U32
-            and type(period) is int
-            and 0 < period <= MAX_U32
-            and type(chain_index) is int
-            and 0 < chain_index <= MAX_U64
-            and type(pulse_index) is int
-            and 0 < pulse_index <= MAX_U64
-            and type(status_code) is int
-            and 0 <= status_code <= MAX_U32
-        ):
-            return None
-        certificate_hex = obj["certificateId"]
-        certificate_id = _LAST_HASH.get(certificate_hex) if type(certificate_hex) is str else None
-        if certificate_id is None:
-            certificate_id = _fast_hash(certificate_hex)
-            if certificate_id is None:
-                return None
-            _LAST_HASH.clear()
-            _LAST_HASH[certificate_hex] = certificate_id
-        random_hex = obj["localRandomValue"]
-        precommitment_hex = obj["precommitmentValue"]
-        output_hex = obj["outputValue"]
-        signature_hex = obj["signatureValue"]
-        if not (
-            type(random_hex) is str
-            and len(random_hex) == _HEX_CHARS
-            and type(precommitment_hex) is str
-            and len(precommitment_hex) == _HEX_CHARS
-            and type(output_hex) is str
-            and len(output_hex) == _HEX_CHARS
-            and type(signature_hex) is str
-            and 0 < len(signature_hex) <= 2 * MAX_SIGNATURE_BYTES
-        ):
-            return None
-        local_random_value = fromhex(random_hex)
-        precommitment_value = fromhex(precommitment_hex)
-        output = fromhex(output_hex)
-        signature = fromhex(signature_hex)
-        if not (
-            len(local_random_value) == len(precommitment_value) == len(output) == HASH_LEN
-            and 2 * len(signature) == len(signature_hex)
-        ):
-            return None
-        time_stamp = obj["timeStamp"]
-        time_ms = parse_timestamp(time_stamp)
-        if time_ms % period:
-            return None
-    except (KeyError, ValueError, PulseFormatError):  # a missing key; bad hex; timeStamp
+    try:  # binascii.Error (a ValueError): a hex value holds something else, or is odd
+        members = (
+            _uri(uri),
+            version.decode(),
+            cipher_suite,
+            period,
+            _unhexlify(certificate_hex),
+            chain_index,
+            pulse_index,
+            stamp,
+            _unhexlify(random_hex),
+            _fast_external(source_hex, external_status, external_hex),
+            (
+                _fast_link(0, uri0, value0),
+                _fast_link(1, uri1, value1),
+                _fast_link(2, uri2, value2),
+                _fast_link(3, uri3, value3),
+                _fast_link(4, uri4, value4),
+            ),
+            _unhexlify(precommitment_hex),
+            status_code,
+            _unhexlify(signature_hex),
+            _unhexlify(output_hex),
+            data,
+            time_ms,
+        )
+    except ValueError:
         return None
     pulse = _new(Pulse)
-    _SET_URI(pulse, uri)
-    _SET_VERSION(pulse, version)
-    _SET_CIPHER_SUITE(pulse, cipher_suite)
-    _SET_PERIOD(pulse, period)
-    _SET_CERTIFICATE_ID(pulse, certificate_id)
-    _SET_CHAIN_INDEX(pulse, chain_index)
-    _SET_PULSE_INDEX(pulse, pulse_index)
-    _SET_TIME_STAMP(pulse, time_stamp)
-    _SET_LOCAL_RANDOM_VALUE(pulse, local_random_value)
-    _SET_EXTERNAL(pulse, external)
-    _SET_LIST_VALUES(pulse, links)
-    _SET_PRECOMMITMENT_VALUE(pulse, precommitment_value)
-    _SET_STATUS_CODE(pulse, status_code)
-    _SET_SIGNATURE_VALUE(pulse, signature)
-    _SET_OUTPUT_VALUE(pulse, output)
-    _SET_RAW(pulse, raw)
-    _SET_TIME_MS(pulse, time_ms)
+    for setter, member in zip(_PULSE_SETTERS, members, strict=True):
+        setter(pulse, member)
     return pulse
 
 
