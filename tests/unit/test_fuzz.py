@@ -304,6 +304,27 @@ def test_fast_path_raw_bytes_inside_strings(odd: bytes, where: bytes) -> None:
     _same_as_strict(data)
 
 
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2018-08-30T17:44:00.000Z",
+        "2018-08-30T17:44:00.001Z",  # off the period
+        "2018-02-30T00:00:00.000Z",
+        "2018-13-01T00:00:00.000Z",
+        "0000-01-01T00:00:00.000Z",
+        "2018-08-30T24:00:00.000Z",
+        "2018-08-30T23:60:00.000Z",
+        "2018-08-30T23:59:60.000Z",
+        "2016-02-29T23:59:00.000Z",
+        "2018-08-30 17:44:00.000Z",
+    ],
+)
+def test_fast_path_timestamps(stamp: str) -> None:
+    doc = json.loads(RAW)
+    doc["pulse"]["timeStamp"] = stamp
+    _same_as_strict(_layout(doc))
+
+
 _HEX = DOC["pulse"]["outputValue"]
 
 

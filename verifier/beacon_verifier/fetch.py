@@ -185,23 +185,20 @@ class LocalSource:
     def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
         # os-level calls: replaying a chain reads two or three small files per pulse.
         directory, _, name = _check_key(key).rpartition("/")
-        path = self._prefix + key  # for messages
         try:
-            if directory:
+            dir_fd = self._directories.get(directory) if directory else None
+            if dir_fd is None and directory:
                 dir_fd = self._directory(directory)
                 if dir_fd is None:
                     return None
-                fd = os.open(name, _O_READ, dir_fd=dir_fd)
-            else:
-                fd = os.open(path, _O_READ)
+            fd = os.open(name if directory else self._prefix + key, _O_READ, dir_fd=dir_fd)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise FetchError(f"cannot read {self._prefix + key}: {exc.strerror or exc}") from exc
         try:
-            want = min(max_bytes + 1, _CHUNK)
-            data = os.read(fd, want)
-            if len(data) == want:  # a short read of a file is its end
+            data = os.read(fd, max_bytes + 1 if max_bytes < _CHUNK else _CHUNK)
+            if len(data) == _CHUNK:  # a short read of a file is its end
                 more = os.read(fd, max_bytes + 1 - len(data))
                 while more and len(data) <= max_bytes:
                     data += more
@@ -209,11 +206,11 @@ class LocalSource:
         except IsADirectoryError:
             return None
         except OSError as exc:
-            raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise FetchError(f"cannot read {self._prefix + key}: {exc.strerror or exc}") from exc
         finally:
             os.close(fd)
         if len(data) > max_bytes:
-            raise TooLargeError(f"{path}: larger than {max_bytes} bytes")
+            raise TooLargeError(f"{self._prefix + key}: larger than {max_bytes} bytes")
         return data
 
     def stream(self, key: str, *, max_bytes: int) -> Iterator[bytes] | None:

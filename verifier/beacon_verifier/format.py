@@ -554,11 +554,13 @@ def _fast_parse(data: bytes) -> Pulse | None:
         and external_status <= MAX_U32
     ):
         return None
+    # parse_timestamp's arithmetic on what the layout already holds to digits.
     stamp = time_stamp.decode()
-    try:
-        time_ms = parse_timestamp(stamp)
-    except PulseFormatError:
+    day_ms = _day_ms(stamp[:10])
+    hour, minute, second = int(time_stamp[11:13]), int(time_stamp[14:16]), int(time_stamp[17:19])
+    if day_ms is None or hour > 23 or minute > 59 or second > 59:
         return None
+    time_ms = day_ms + ((hour * 60 + minute) * 60 + second) * 1000 + int(time_stamp[20:23])
     if time_ms % period:
         return None
     try:  # binascii.Error (a ValueError): a hex value holds something else, or is odd
