@@ -40,9 +40,11 @@ from beacon_verifier.format import (
 )
 
 SKIP_LINK_TYPES = LINK_TYPES[1:]  # hour, day, month, year
+_SKIP_LINKS = tuple(enumerate(SKIP_LINK_TYPES, 1))  # (index in listValues, type)
 
 _PKCS1V15 = padding.PKCS1v15()
 _SHA512 = hashes.SHA512()
+_VARIANT_KEYS = {variant: variant.value for variant in OutputVariant}  # Enum.value is slow
 
 
 def _short(value: bytes) -> str:
@@ -406,8 +408,9 @@ class SkipListTracker:
             return []
         failures = []
         links = pulse.list_values
-        for i, link_type in enumerate(SKIP_LINK_TYPES, 1):
-            first = self.firsts.get(link_type)
+        firsts = self.firsts
+        for i, link_type in _SKIP_LINKS:
+            first = firsts.get(link_type)
             if first is None:
                 continue
             actual = links[i].value
@@ -623,7 +626,7 @@ class ChainVerifier:
         if signature == "unverifiable":
             r.signatures_unverifiable += 1
         if variant is not None:
-            key = variant.value
+            key = _VARIANT_KEYS[variant]
             r.variants[key] = r.variants.get(key, 0) + 1
         relations = self._relations(pulse)
         if relations:
@@ -645,7 +648,9 @@ class ChainVerifier:
         if previous is None or previous.chain_index != pulse.chain_index:
             return []
         if pulse.pulse_index == previous.pulse_index + 1:
-            return check_pair(previous, pulse) + self.skip.check(pulse)
+            failures = check_pair(previous, pulse)
+            links = self.skip.check(pulse)
+            return failures + links if links else failures
         if pulse.pulse_index <= previous.pulse_index:
             return [
                 ChainError(

@@ -258,11 +258,13 @@ def format_timestamp(time_ms: int) -> str:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise PulseFormatError(key, "appears twice")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise PulseFormatError(key, "appears twice")
+            seen.add(key)
     return out
 
 
@@ -291,12 +293,14 @@ def load_json(data: bytes, *, what: str = "json", max_bytes: int = MAX_PULSE_BYT
 
     Raises ``PulseFormatError`` naming ``what`` for anything that is not such JSON.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise PulseFormatError(what, "input must be bytes")
+    if type(data) is not bytes:
+        if not isinstance(data, bytearray | memoryview):
+            raise PulseFormatError(what, "input must be bytes")
+        data = bytes(data)
     if len(data) > max_bytes:
         raise PulseFormatError(what, f"larger than {max_bytes} bytes")
     try:
-        text = bytes(data).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PulseFormatError(what, f"not UTF-8 (byte {exc.start})") from exc
     try:

@@ -517,13 +517,12 @@ def _check_slot(
         )
         return
     verifier.add(pulse)
-    counts = verifier.report.pq_signatures
     if pq_keys is not None:
+        counts = verifier.report.pq_signatures
         verdict, pq_failures = pq_verdict(pulse, slot.cosignature, pq_keys, require=require_pq)
         counts[verdict] = counts.get(verdict, 0) + 1
         verifier.report.fail(pq_failures)
-    else:
-        counts[NOT_CHECKED] = counts.get(NOT_CHECKED, 0) + 1
+    # else: counted as NOT_CHECKED, all at once, by _check_segment
     if slot.entropy_error is not None:
         verifier.report.fail(
             [ChainError("entropy record", pulse_index=index, detail=slot.entropy_error)]
@@ -562,6 +561,8 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
             _check_slot(verifier, item, task.chain, pq_keys, task.require_pq)
         if tick is not None and item.index % 512 == 0:
             tick(item.index - task.first + 1)
+    if pq_keys is None and verifier.report.pulses_checked:
+        verifier.report.pq_signatures[NOT_CHECKED] = verifier.report.pulses_checked
     return verifier.segment()
 
 
