@@ -66,6 +66,7 @@ _INPUT = 64 * 1024
 
 _PREFIX = '{"pulse":"'
 _MIDDLE = ',"entropy":'
+_PREFIX_LEN, _MIDDLE_LEN = len(_PREFIX), len(_MIDDLE)
 _DAY_KEYS = {"pulse", "entropy"}
 _PQ_KEYS = {"chainIndex", "pqSignature", "pulseIndex"}
 _PQ_HEAD = re.compile(r'\{"chainIndex":([1-9][0-9]{0,19}),"pqSignature":"')
@@ -125,7 +126,7 @@ def _iter_lines(
     been yielded by then.
     """
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip only
-    buffer = b""
+    held = b""  # the start of a line whose end is not inflated yet
     total = 0
     number = 0
     try:
@@ -141,17 +142,20 @@ def _iter_lines(
                     total += len(text)
                     if total > max_text_bytes:
                         raise _Bad(f"larger than {max_text_bytes} bytes uncompressed")
-                    buffer += text
+                    # Lines are cut from each inflated piece as it is: only the
+                    # part line at its end is copied, never the piece.
+                    find = text.find
                     start = 0
-                    find = buffer.find
                     while (end := find(b"\n", start)) != -1:
-                        if end - start > max_line_bytes:
+                        line = held + text[:end] if held else text[start:end]
+                        held = b""
+                        if len(line) > max_line_bytes:
                             raise _Bad(f"line {number + 1} is longer than {max_line_bytes} bytes")
                         number += 1
-                        yield parse(number, buffer[start:end])
+                        yield parse(number, line)
                         start = end + 1
-                    buffer = buffer[start:]
-                    if len(buffer) > max_line_bytes:
+                    held += text[start:]
+                    if len(held) > max_line_bytes:
                         raise _Bad(f"line {number + 1} is longer than {max_line_bytes} bytes")
                     if inflater.eof or (not pending and len(text) < _CHUNK):
                         break  # this input is used up and zlib holds nothing back
@@ -165,7 +169,7 @@ def _iter_lines(
         raise FetchError(f"{name}: line {number}: {exc}") from None
     except _Bad as exc:
         raise FetchError(f"{name}: {exc}") from None
-    if buffer:
+    if held:
         raise FetchError(f"{name}: the last line does not end with a newline")
     if number == 0:
         raise FetchError(f"{name}: {empty}")
@@ -198,44 +202,56 @@ def _strict(line: bytes, max_bytes: int) -> dict[str, object]:
 # --- day archives ----------------------------------------------------------------------
 
 
-def _day_fields(text: str, line: bytes) -> tuple[str, str | None]:
-    """``pulse`` and ``entropy`` of a day archive line: the writer's exact shape read
-    directly, anything else as strict JSON with exactly those keys."""
-    if text.startswith(_PREFIX):
-        try:
-            pulse, end = _scanstring(text, len(_PREFIX), True)
-            if text.startswith(_MIDDLE, end):
-                end += len(_MIDDLE)
-                if text.startswith("null}", end) and end + 5 == len(text):
-                    return pulse, None
-                if text.startswith('"', end):
-                    entropy, end = _scanstring(text, end + 1, True)
-                    if end + 1 == len(text) and text[end] == "}":
-                        return pulse, entropy
-        except ValueError:
-            pass  # the strict decoder below says what is wrong
+def _quick_day_fields(text: str) -> tuple[str, str | None] | None:
+    """``pulse`` and ``entropy`` of a line in exactly the writer's shape, else None.
+    Raises ``ValueError`` for a string that is not JSON."""
+    if not text.startswith(_PREFIX):
+        return None
+    pulse, end = _scanstring(text, _PREFIX_LEN, True)
+    if not text.startswith(_MIDDLE, end):
+        return None
+    end += _MIDDLE_LEN
+    if text.startswith('"', end):
+        entropy, end = _scanstring(text, end + 1, True)
+        return (pulse, entropy) if end + 1 == len(text) and text[end] == "}" else None
+    return (pulse, None) if end + 5 == len(text) and text.endswith("null}") else None
+
+
+def _strict_day_fields(line: bytes) -> tuple[str, str | None]:
+    """``pulse`` and ``entropy`` of a line not in the writer's exact shape: strict JSON
+    with exactly those keys."""
     obj = _strict(line, MAX_LINE_BYTES)
-    strict_pulse, strict_entropy = obj.get("pulse"), obj.get("entropy")
+    pulse, entropy = obj.get("pulse"), obj.get("entropy")
     if (
         obj.keys() != _DAY_KEYS
-        or not isinstance(strict_pulse, str)
-        or not (strict_entropy is None or isinstance(strict_entropy, str))
+        or not isinstance(pulse, str)
+        or not (entropy is None or isinstance(entropy, str))
     ):
         raise _Line('expected {"pulse": string, "entropy": string or null} and no other key')
-    return strict_pulse, strict_entropy
+    return pulse, entropy
 
 
 def _day_entry(number: int, line: bytes) -> ArchiveEntry:
-    pulse_text, entropy_text = _day_fields(_decode(line), line)
-    pulse = _utf8(pulse_text, "the pulse")
+    """One line of a day archive. This is the per-line cost of reading one, so it is
+    kept to a few calls: the two string scans are most of it."""
+    try:
+        text = line.decode("utf-8")
+        try:
+            fields = _quick_day_fields(text)
+        except ValueError:
+            fields = None  # the strict decoder says what is wrong
+        pulse_text, entropy_text = fields or _strict_day_fields(line)
+        pulse = pulse_text.encode("utf-8")
+        entropy = None if entropy_text is None else entropy_text.encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Line(f"not UTF-8 (byte {exc.start})") from None
+    except UnicodeEncodeError:
+        raise _Line("a string holds a lone surrogate, so it is not the text of an object") from None
     if not pulse:
         raise _Line("empty pulse")
     if len(pulse) > MAX_PULSE_BYTES:
         raise _Line(f"pulse larger than {MAX_PULSE_BYTES} bytes")
-    if entropy_text is None:
-        return ArchiveEntry(number, pulse, None)
-    entropy = _utf8(entropy_text, "the entropy record")
-    if len(entropy) > MAX_RECORD_BYTES:
+    if entropy is not None and len(entropy) > MAX_RECORD_BYTES:
         raise _Line(f"entropy record larger than {MAX_RECORD_BYTES} bytes")
     return ArchiveEntry(number, pulse, entropy)
 
