@@ -8,9 +8,9 @@ os-fallback entropy record, and publishes it twice:
 - plain/: the per-pulse layout: pulse, entropy and co-signature objects, the
   certificate, the PQ key document, the ``last`` pointers and the time index
   (beacon.publish.indexes.build_indexes);
-- archives/: the same objects (hard links) plus a daily archive for every
-  complete UTC day (beacon.publish.archives.build_day_archive, co-signatures in
-  each line's ``pqSignature`` as the beacon writes them).
+- archives/: the same objects (hard links) plus, for every complete UTC day, its
+  day archive and its PQ archive of co-signatures, as the beacon writes them
+  (beacon.publish.archives.build_day_archive and build_pq_archive).
 
 Signing is sequential (each pulse links the previous outputValue), so the build
 runs as a two-process pipeline: this process builds and signs, a second one
@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from beacon.entropy.record import fallback_record
-from beacon.publish.archives import ArchiveItem, build_day_archive
+from beacon.publish.archives import ArchiveItem, build_day_archive, build_pq_archive
 from beacon.publish.indexes import build_indexes
 from beacon.pulse.builder import build_pulse
 from beacon.pulse.keys import Signer, init_identity, load_identity
@@ -74,8 +74,9 @@ YEAR_OF_PULSES = 525_600
 TARGET_RATE = 12_000
 TARGET_RATIO = 1.5
 _BATCH = 500
-#: Bump when the chain built changes, so that old caches are rebuilt (2: co-signed).
-CACHE_VERSION = 2
+#: Bump when the chain built changes, so that old caches are rebuilt (2: co-signed;
+#: 3: co-signatures in PQ archives, not in the day archives).
+CACHE_VERSION = 3
 
 
 # --- building the chain (once) ----------------------------------------------------
@@ -98,6 +99,14 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def _write_archives(archives: Path, day: datetime.date, items: list[ArchiveItem]) -> None:
+    """A complete day's archives, in the beacon's order: the PQ archive, then the day's."""
+    pq_archive = build_pq_archive(day, items)
+    if pq_archive is not None:
+        _write(archives / layout.pq_archive_key(day), pq_archive)
+    _write(archives / layout.archive_key(day), build_day_archive(day, items))
+
+
 def _writer(queue: Any, plain: Path, archives: Path) -> None:
     """The second process of the build: per-pulse objects, then daily archives."""
     day: datetime.date | None = None
@@ -109,7 +118,7 @@ def _writer(queue: Any, plain: Path, archives: Path) -> None:
             _write(plain / layout.pq_signature_key(1, index), cosignature)
             this_day = layout.day_of(time_ms)
             if day is not None and this_day != day:
-                _write(archives / layout.archive_key(day), build_day_archive(day, items))
+                _write_archives(archives, day, items)
                 items = []
             day = this_day
             items.append(
@@ -327,10 +336,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     target = build(args.pulses)
-    archives = len(list((target / "archives" / layout.ARCHIVE_ROOT).iterdir()))
+    archives = len(list((target / "archives" / layout.ARCHIVE_ROOT).glob("*[0-9].jsonl.gz")))
     print(
         f"verify_chain: {args.pulses} pulses signed with RSA-4096 and co-signed with ML-DSA-65, "
-        f"60 s apart, {archives} daily archives; beacon-verify chain --jobs {args.jobs}; "
+        f"60 s apart, {archives} daily archives (and as many PQ archives); "
+        f"beacon-verify chain --jobs {args.jobs}; "
         f"median of {args.runs} rounds (floors, then plain layout and archives, without and "
         "with PQ checks) after a warm-up"
     )

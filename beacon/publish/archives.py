@@ -1,21 +1,28 @@
-"""Daily bulk archives: every pulse of a UTC day, with its entropy record, in one file.
+"""Daily bulk archives: every pulse of a UTC day, with its entropy record, in one file,
+and the day's ML-DSA-65 co-signatures in another.
 
-Key: ``beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz`` (``archive_key``), written
-once with ``put_immutable`` after the day is complete (``day_is_complete``: a
-pulse of a later day has been published; pulses are published in order). A day
-without pulses has no archive.
+Keys: ``beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz`` (``archive_key``) and
+``beacon/2.0/archive/day/{YYYY-MM-DD}.pq.jsonl.gz`` (``pq_archive_key``), each
+written once with ``put_immutable`` after the day is complete
+(``day_is_complete``: a pulse of a later day has been published; pulses are
+published in order). A day without pulses has no archive; a day without a
+co-signed pulse has no PQ archive.
 
-Content: gzip of JSON Lines, one line per pulse in (timeStamp, chainIndex,
+Day archive: gzip of JSON Lines, one line per pulse in (timeStamp, chainIndex,
 pulseIndex) order, ASCII, each line ending in ``\\n``::
 
-    {"entropy":"<its entropy record's exact bytes>","pulse":"<the pulse's exact bytes>"}
+    {"pulse":"<the pulse's exact bytes>","entropy":"<its entropy record's exact bytes>"}
 
-and, when the pulse is co-signed, a third key ``"pqSignature"`` with the exact
-bytes of its ML-DSA-65 co-signature object (``beacon_verifier.pq``). The values
-are JSON strings holding the UTF-8 text of the original objects byte for byte
-(``"entropy"`` is null when the pulse has no record), so a reader
-recovers the exact bytes with ``json.loads(line)["pulse"].encode("utf-8")`` and
-hashes and verifies those, never a re-serialization.
+PQ archive: the same, one line per co-signed pulse, in the same order, keys sorted::
+
+    {"chainIndex":c,"pqSignature":"<its co-signature object's exact bytes>","pulseIndex":p}
+
+The co-signatures (~6.8 KB each) are kept out of the day archive so that a
+verifier not checking them neither fetches nor inflates them. The string values
+hold the UTF-8 text of the original objects byte for byte (``"entropy"`` is
+null when the pulse has no record), so a reader recovers the exact bytes with
+``json.loads(line)["pulse"].encode("utf-8")`` and hashes and verifies those,
+never a re-serialization.
 
 Deterministic: same pulses, same bytes. The gzip header is fixed (no name, mtime 0,
 OS 255 "unknown") rather than taken from zlib, whose header varies by platform. The
@@ -23,8 +30,8 @@ deflate stream itself comes from the zlib the interpreter links; a different
 zlib build (zlib-ng, say) may compress differently, so when re-publishing an
 archive meets ``AlreadyPublishedError``, compare the decompressed contents.
 
-Serve it as ``Content-Type: application/gzip`` and **without**
-``Content-Encoding: gzip``, so that HTTP clients do not unpack it on the fly.
+Serve both as ``Content-Type: application/gzip`` and **without**
+``Content-Encoding: gzip``, so that HTTP clients do not unpack them on the fly.
 
 Pure: bytes in, bytes out; no I/O.
 """
@@ -38,17 +45,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from beacon_verifier.layout import archive_key, day_of, day_start_ms
+from beacon_verifier.layout import archive_key, day_of, day_start_ms, pq_archive_key
 
 __all__ = [
     "ARCHIVE_CONTENT_TYPE",
     "ArchiveItem",
     "archive_key",
     "build_day_archive",
+    "build_pq_archive",
     "day_is_complete",
     "day_of",
     "day_start_ms",
     "encode_day_lines",
+    "encode_pq_lines",
+    "pq_archive_key",
 ]
 
 ARCHIVE_CONTENT_TYPE = "application/gzip"
@@ -105,27 +115,58 @@ def day_is_complete(day: date, latest_time_ms: int) -> bool:
     return latest_time_ms >= day_start_ms(day + timedelta(days=1))
 
 
-def encode_day_lines(items: Iterable[ArchiveItem]) -> bytes:
-    """The uncompressed JSON Lines of ``items`` in (time, chain, pulse) order.
-
-    Raises ``ValueError`` when a (chain, pulse) appears twice.
-    """
+def _in_order(items: Iterable[ArchiveItem]) -> list[ArchiveItem]:
+    """``items`` in (time, chain, pulse) order. Raises ``ValueError`` when a (chain,
+    pulse) appears twice."""
     ordered = sorted(items, key=lambda i: (i.time_ms, i.chain, i.pulse))
     seen: set[tuple[int, int]] = set()
-    lines: list[bytes] = []
     for item in ordered:
         if (item.chain, item.pulse) in seen:
             raise ValueError(f"pulse {item.chain}/{item.pulse} appears twice")
         seen.add((item.chain, item.pulse))
-        entropy = None if item.entropy_bytes is None else item.entropy_bytes.decode("utf-8")
-        line: dict[str, str | None] = {
-            "pulse": item.pulse_bytes.decode("utf-8"),
-            "entropy": entropy,
-        }
-        if item.cosignature_bytes is not None:
-            line["pqSignature"] = item.cosignature_bytes.decode("utf-8")
-        lines.append(json.dumps(line, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
-    return b"".join(line + b"\n" for line in lines)
+    return ordered
+
+
+def _line(obj: dict[str, object], *, sort_keys: bool = False) -> bytes:
+    text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), sort_keys=sort_keys)
+    return text.encode("ascii") + b"\n"
+
+
+def encode_day_lines(items: Iterable[ArchiveItem]) -> bytes:
+    """The uncompressed JSON Lines of the day archive of ``items``, in (time, chain,
+    pulse) order; co-signatures are not in it (``encode_pq_lines``).
+
+    Raises ``ValueError`` when a (chain, pulse) appears twice.
+    """
+    return b"".join(
+        _line(
+            {
+                "pulse": item.pulse_bytes.decode("utf-8"),
+                "entropy": None if item.entropy_bytes is None else item.entropy_bytes.decode(),
+            }
+        )
+        for item in _in_order(items)
+    )
+
+
+def encode_pq_lines(items: Iterable[ArchiveItem]) -> bytes:
+    """The uncompressed JSON Lines of the PQ archive of ``items``: one per co-signed
+    item, in the day archive's order (empty when none is co-signed).
+
+    Raises ``ValueError`` when a (chain, pulse) appears twice.
+    """
+    return b"".join(
+        _line(
+            {
+                "chainIndex": item.chain,
+                "pqSignature": item.cosignature_bytes.decode("utf-8"),
+                "pulseIndex": item.pulse,
+            },
+            sort_keys=True,
+        )
+        for item in _in_order(items)
+        if item.cosignature_bytes is not None
+    )
 
 
 def _gzip(data: bytes, level: int) -> bytes:
@@ -135,12 +176,9 @@ def _gzip(data: bytes, level: int) -> bytes:
     return _GZIP_HEADER + body + trailer
 
 
-def build_day_archive(day: date, items: Iterable[ArchiveItem]) -> bytes:
-    """The gzip JSON Lines archive of ``day``'s pulses (deterministic).
-
-    Raises ``ValueError`` when there are no items, an item lies outside ``day``
-    (UTC), or a (chain, pulse) appears twice.
-    """
+def _of_day(day: date, items: Iterable[ArchiveItem]) -> list[ArchiveItem]:
+    """``items`` as a list, all of ``day``; raises ``ValueError`` when one is not or
+    there are none."""
     collected = list(items)
     if not collected:
         raise ValueError(f"no pulses for {day.isoformat()}: an empty day has no archive")
@@ -150,4 +188,23 @@ def build_day_archive(day: date, items: Iterable[ArchiveItem]) -> bytes:
             raise ValueError(
                 f"pulse {item.chain}/{item.pulse} at {item.time_ms} is not on {day.isoformat()}"
             )
-    return _gzip(encode_day_lines(collected), 9)
+    return collected
+
+
+def build_day_archive(day: date, items: Iterable[ArchiveItem]) -> bytes:
+    """The gzip JSON Lines day archive of ``day``'s pulses (deterministic).
+
+    Raises ``ValueError`` when there are no items, an item lies outside ``day``
+    (UTC), or a (chain, pulse) appears twice.
+    """
+    return _gzip(encode_day_lines(_of_day(day, items)), 9)
+
+
+def build_pq_archive(day: date, items: Iterable[ArchiveItem]) -> bytes | None:
+    """The gzip JSON Lines PQ archive of ``day``'s co-signatures (deterministic), or
+    None when no item is co-signed: such a day has no PQ archive.
+
+    Raises ``ValueError`` as ``build_day_archive`` does.
+    """
+    lines = encode_pq_lines(_of_day(day, items))
+    return _gzip(lines, 9) if lines else None

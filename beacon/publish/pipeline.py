@@ -8,9 +8,10 @@ idempotent: after a crash it is simply run again from the outbox (the pulse
 page renders to the same bytes).
 
 Published pulses stay in the state until their UTC day is complete (a pulse of
-a later day is published); ``archive_complete_days`` then writes the day's
-archive (immutable) and the day's HTML page, updates the list of days, and
-only then forgets them, so a crash in between simply writes the same again.
+a later day is published); ``archive_complete_days`` then writes the day's PQ
+archive (its co-signatures, when it has any), its archive and its HTML page
+(all immutable), updates the list of days, and only then forgets them, so a
+crash in between simply writes the same again.
 
 The site's other pages (style sheet, "verify it yourself", fair draws, the
 list of days) are written by ``publish_site_pages`` once per run, right after
@@ -28,7 +29,12 @@ from beacon_verifier.timeindex import TimeEntry
 from beacon.entropy import RawBatch
 from beacon.faults import failpoint
 from beacon.publish import JSON, OCTETS, PEM, Publisher
-from beacon.publish.archives import ARCHIVE_CONTENT_TYPE, ArchiveItem, build_day_archive
+from beacon.publish.archives import (
+    ARCHIVE_CONTENT_TYPE,
+    ArchiveItem,
+    build_day_archive,
+    build_pq_archive,
+)
 from beacon.publish.head import complete_day
 from beacon.publish.indexes import update_indexes
 from beacon.publish.site import (
@@ -126,30 +132,37 @@ def archive_complete_days(
 ) -> None:
     """Archive every day before the one of ``latest_time_ms`` whose pulses are still kept.
 
-    Each day gets its archive, then its page; then the list of days is
+    Each day gets its PQ archive (when a pulse of it is co-signed), then its
+    archive, then its page: a reader that finds the day archive finds the PQ
+    archive too, and the page links only what exists. Then the list of days is
     rewritten (with ``max_age``) and the day's pulses are forgotten.
     """
     today = layout.day_start_ms(layout.day_of(latest_time_ms))
     done = state.published_before(today)
     for day, group in groupby(done, key=lambda item: layout.day_of(item.time_ms)):
-        # After a failover, other instances published part of the day.
+        # After a failover, other instances published part of the day; their
+        # pulses come with their co-signatures (``published_item``).
         items = complete_day(publisher, day, list(group))
-        archive = build_day_archive(
-            day,
-            (
-                ArchiveItem(
-                    time_ms=i.time_ms,
-                    chain=i.chain_index,
-                    pulse=i.pulse_index,
-                    pulse_bytes=i.pulse,
-                    entropy_bytes=i.record,
-                    cosignature_bytes=i.cosignature,
-                )
-                for i in items
-            ),
-        )
+        archive_items = [
+            ArchiveItem(
+                time_ms=i.time_ms,
+                chain=i.chain_index,
+                pulse=i.pulse_index,
+                pulse_bytes=i.pulse,
+                entropy_bytes=i.record,
+                cosignature_bytes=i.cosignature,
+            )
+            for i in items
+        ]
+        pq_archive = build_pq_archive(day, archive_items)
+        if pq_archive is not None:
+            publisher.put_immutable(
+                layout.pq_archive_key(day), pq_archive, content_type=ARCHIVE_CONTENT_TYPE
+            )
+        archive = build_day_archive(day, archive_items)
         publisher.put_immutable(layout.archive_key(day), archive, content_type=ARCHIVE_CONTENT_TYPE)
-        publisher.put_immutable(*render_day_page(day, items), content_type=HTML)
+        page = render_day_page(day, items, pq_archive=pq_archive is not None)
+        publisher.put_immutable(*page, content_type=HTML)
     if done:
         publish_days_page(publisher, max_age=max_age)
         state.forget_published_before(today)

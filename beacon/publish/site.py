@@ -463,14 +463,18 @@ def render_home(
     )
 
 
-def render_day_page(day: date, items: Sequence[OutboxItem]) -> tuple[str, bytes]:
-    """The immutable page of one complete UTC day: each pulse, and the day's archive."""
+def render_day_page(
+    day: date, items: Sequence[OutboxItem], *, pq_archive: bool = False
+) -> tuple[str, bytes]:
+    """The immutable page of one complete UTC day: each pulse, the day's archive and,
+    with ``pq_archive`` (the day has one), its PQ archive."""
     return _render(
         "day.html",
         day_page_key(day),
         day=day.isoformat(),
         pulses=[_row(i) for i in items],
         archive=layout.archive_key(day),
+        pq_archive=layout.pq_archive_key(day) if pq_archive else None,
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 from beacon_verifier import layout
 from beacon_verifier.format import parse_pulse
 
-from beacon.publish.archives import ArchiveItem, build_day_archive
+from beacon.publish.archives import ArchiveItem, build_day_archive, build_pq_archive
 from tests.beacon_proc import run_beacon, run_verify
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,9 @@ def test_no_pq_neither_fetches_nor_checks_cosignatures(original: Path, tmp_path:
 
 
 def test_no_pq_from_a_daily_archive(original: Path, tmp_path: Path) -> None:
-    """Co-signatures inside an archive line are skipped too; checked, a forged one fails."""
+    """From a day archive, --no-pq never opens the PQ archive (a FIFO here: opening it
+    would block); checked, a co-signature forged in the PQ archive fails, and one the
+    PQ archive lacks comes from its object."""
     site = tmp_path / "site"
     shutil.copytree(original, site)
     items = []
@@ -98,12 +100,21 @@ def test_no_pq_from_a_daily_archive(original: Path, tmp_path: Path) -> None:
     archive = site / layout.archive_key(day)
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.write_bytes(build_day_archive(day, items))
-    code, report = _report(["chain", str(site), "--json", "--no-pq"])
-    assert code == 0 and report["pqSignatures"] == {"not checked": PULSES}
-    code, report = _report(["chain", str(site), "--json"])
-    assert code == 1
-    assert report["pqSignatures"]["invalid"] == 1
-    assert [(f["pulseIndex"], f["check"]) for f in report["failures"]] == [(1, "pq signature")]
+    pq_archive = build_pq_archive(day, items)
+    assert pq_archive is not None
+    os.mkfifo(site / layout.pq_archive_key(day))
+    for jobs in ("1", "2"):
+        code, report = _report(["chain", str(site), "--json", "--no-pq", "--jobs", jobs])
+        assert code == 0 and report["pqSignatures"] == {"not checked": PULSES}
+        assert report["failures"] == []
+
+    (site / layout.pq_archive_key(day)).unlink()
+    (site / layout.pq_archive_key(day)).write_bytes(pq_archive)
+    for jobs in ("1", "2"):
+        code, report = _report(["chain", str(site), "--json", "--jobs", jobs])
+        assert code == 1
+        assert report["pqSignatures"] == {"valid": PULSES - 1, "invalid": 1}
+        assert [(f["pulseIndex"], f["check"]) for f in report["failures"]] == [(1, "pq signature")]
 
 
 def test_no_pq_and_require_pq_together_are_a_usage_error(original: Path) -> None:

@@ -1,5 +1,6 @@
-"""The verifier's daily-archive reader against archives built by the beacon's writer:
-exact bytes back, streamed in pieces, and every malformed archive refused in one line."""
+"""The verifier's readers of day archives and PQ day archives against archives built by
+the beacon's writer: exact bytes back, streamed in pieces, and every malformed archive
+refused in one line."""
 
 from __future__ import annotations
 
@@ -11,12 +12,26 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from beacon_verifier.archive import ArchiveEntry, _fields, iter_day_archive
+from beacon_verifier.archive import (
+    MAX_PQ_LINE_BYTES,
+    ArchiveEntry,
+    PqEntry,
+    _day_entry,
+    _pq_fields,
+    _quick_day_fields,
+    iter_day_archive,
+    iter_pq_archive,
+)
 from beacon_verifier.errors import FetchError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon.publish.archives import ArchiveItem, build_day_archive, day_start_ms
+from beacon.publish.archives import (
+    ArchiveItem,
+    build_day_archive,
+    build_pq_archive,
+    day_start_ms,
+)
 
 DAY = date(2018, 8, 30)
 T0 = day_start_ms(DAY)
@@ -44,17 +59,28 @@ def test_real_pulses_come_back_byte_for_byte() -> None:
     assert read(archive_of(pairs)) == pairs
 
 
-def test_co_signatures_come_back_too() -> None:
-    cosig = b'{"keyId":"ab","signature":"CD","version":1}'
+COSIG = b'{"keyId":"ab","signature":"CD","version":1}'
+
+
+def test_co_signatures_go_to_the_pq_archive_and_come_back_from_it() -> None:
     items = [
-        ArchiveItem(time_ms=T0, chain=1, pulse=1, pulse_bytes=NIST_RAW[0], cosignature_bytes=cosig),
-        ArchiveItem(time_ms=T0 + 1, chain=1, pulse=2, pulse_bytes=NIST_RAW[1]),
+        ArchiveItem(time_ms=T0, chain=1, pulse=7, pulse_bytes=NIST_RAW[0], cosignature_bytes=COSIG),
+        ArchiveItem(time_ms=T0 + 1, chain=1, pulse=8, pulse_bytes=NIST_RAW[1]),
+        ArchiveItem(
+            time_ms=T0 + 2, chain=2, pulse=1, pulse_bytes=NIST_RAW[1], cosignature_bytes=b"\xc3\xa9"
+        ),
     ]
-    entries = list(iter_day_archive([build_day_archive(DAY, items)]))
-    assert [(e.pulse, e.entropy, e.cosignature) for e in entries] == [
-        (NIST_RAW[0], None, cosig),
-        (NIST_RAW[1], None, None),
+    day = list(iter_day_archive([build_day_archive(DAY, items)]))
+    assert [e.pulse for e in day] == [NIST_RAW[0], NIST_RAW[1], NIST_RAW[1]]
+    assert [e.entropy for e in day] == [None, None, None]
+    pq = build_pq_archive(DAY, items)
+    assert pq is not None
+    assert list(iter_pq_archive([pq], name="pq archive x")) == [
+        PqEntry(line=1, chain=1, pulse=7, cosignature=COSIG),
+        PqEntry(line=2, chain=2, pulse=1, cosignature="é".encode()),
     ]
+    pieces = [pq[i : i + 7] for i in range(0, len(pq), 7)]
+    assert [e.cosignature for e in iter_pq_archive(pieces)] == [COSIG, "é".encode()]
 
 
 @settings(max_examples=60, deadline=None)
@@ -80,21 +106,39 @@ def test_any_text_round_trips_in_any_pieces(texts: list[tuple[str, str | None]],
 
 @settings(max_examples=200, deadline=None)
 @given(
-    pulse=st.text(alphabet=no_surrogates),
+    pulse=st.text(min_size=1, alphabet=no_surrogates),
     entropy=st.none() | st.text(alphabet=no_surrogates),
-    cosignature=st.none() | st.text(alphabet=no_surrogates),
     ensure_ascii=st.booleans(),
     compact=st.booleans(),
 )
 def test_the_quick_line_reader_agrees_with_json(
-    pulse: str, entropy: str | None, cosignature: str | None, ensure_ascii: bool, compact: bool
+    pulse: str, entropy: str | None, ensure_ascii: bool, compact: bool
 ) -> None:
-    obj: dict[str, str | None] = {"pulse": pulse, "entropy": entropy}
-    if cosignature is not None:
-        obj["pqSignature"] = cosignature
     separators = (",", ":") if compact else (", ", ": ")
-    line = json.dumps(obj, ensure_ascii=ensure_ascii, separators=separators)
-    assert _fields(line) == (pulse, entropy, cosignature)
+    line = json.dumps(
+        {"pulse": pulse, "entropy": entropy}, ensure_ascii=ensure_ascii, separators=separators
+    )
+    expected = (pulse.encode(), None if entropy is None else entropy.encode())
+    assert _day_entry(1, line.encode())[1:] == expected
+    # The writer's compact shape takes the quick path; any other, the strict decoder.
+    assert _quick_day_fields(line) == ((pulse, entropy) if compact else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chain=st.integers(1, 2**64 - 1),
+    cosignature=st.text(alphabet=no_surrogates),
+    pulse=st.integers(1, 2**64 - 1),
+    ensure_ascii=st.booleans(),
+    compact=st.booleans(),
+)
+def test_the_quick_pq_line_reader_agrees_with_json(
+    chain: int, cosignature: str, pulse: int, ensure_ascii: bool, compact: bool
+) -> None:
+    obj = {"chainIndex": chain, "pqSignature": cosignature, "pulseIndex": pulse}
+    separators = (",", ":") if compact else (", ", ": ")
+    line = json.dumps(obj, ensure_ascii=ensure_ascii, separators=separators, sort_keys=True)
+    assert _pq_fields(line, line.encode()) == (chain, cosignature, pulse)
 
 
 def test_entries_stream_before_the_archive_is_read() -> None:
@@ -137,10 +181,8 @@ LINE = b'{"pulse":"x","entropy":null}\n'
         (_gz(b'{"pulse":1,"entropy":null}\n'), "line 1: expected"),
         (_gz(b'{"pulse":"x","entropy":null,"more":1}\n'), "line 1: expected"),
         (_gz(b'{"pulse":"x","entropy":null,"pqSignature":null}\n'), "line 1: expected"),
-        (
-            _gz(b'{"pulse":"x","entropy":null,"pqSignature":"' + b"a" * 17_000 + b'"}\n'),
-            "co-signature larger",
-        ),
+        # Co-signatures have their own archive now: a day archive line with one is refused.
+        (_gz(b'{"pulse":"x","entropy":null,"pqSignature":"{}"}\n'), "line 1: expected"),
         (_gz(b'["x",null]\n'), "line 1: expected"),
         (_gz(b'{"pulse":"x","pulse":"y","entropy":null}\n'), "appears twice"),
         (_gz(b'{"pulse":"x","entropy":NaN}\n'), "NaN is not allowed"),
@@ -190,3 +232,59 @@ def test_corrupted_archives_fail_cleanly(data: st.DataObject) -> None:
         assert "\n" not in str(exc)
     else:
         assert all(isinstance(p, bytes) and p for p, _ in entries)
+
+
+def _pq_gz(*lines: bytes) -> bytes:
+    return gzip.compress(b"".join(line + b"\n" for line in lines))
+
+
+def pq_line(chain: int, pulse: int, cosignature: str = "{}") -> bytes:
+    obj = {"chainIndex": chain, "pqSignature": cosignature, "pulseIndex": pulse}
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not gzip at all", "not a gzip archive"),
+        (_pq_gz(pq_line(1, 1))[:-3], "truncated"),
+        (_pq_gz(pq_line(1, 1)) + b"junk", "trailing data"),
+        (_pq_gz(pq_line(1, 1)) + _pq_gz(pq_line(1, 2)), "trailing data"),
+        (gzip.compress(pq_line(1, 1)), "does not end with a newline"),
+        (gzip.compress(b""), "no co-signatures"),
+        (_pq_gz(b"{"), "line 1: not JSON"),
+        (_pq_gz(pq_line(1, 1), b'{"chainIndex":1,"pulseIndex":2}'), "line 2: expected"),
+        (_pq_gz(b'{"chainIndex":1,"pqSignature":null,"pulseIndex":2}'), "line 1: expected"),
+        (_pq_gz(b'{"chainIndex":1,"pqSignature":"{}","pulseIndex":2,"x":1}'), "line 1: expected"),
+        (_pq_gz(b'{"chainIndex":1,"pqSignature":"{}","pulseIndex":"2"}'), "line 1: chainIndex"),
+        (_pq_gz(b'{"chainIndex":true,"pqSignature":"{}","pulseIndex":2}'), "line 1: chainIndex"),
+        (_pq_gz(b'{"chainIndex":1,"pqSignature":"{}","pulseIndex":0}'), "line 1: chainIndex"),
+        (_pq_gz(b'{"chainIndex":1,"pqSignature":"{}","pulseIndex":2.0}'), "line 1: chainIndex"),
+        (_pq_gz(pq_line(1, 2**64)), "line 1: chainIndex"),
+        (_pq_gz(pq_line(1, 1, "")), "line 1: empty co-signature"),
+        (_pq_gz(pq_line(1, 1, "\ud800")), "line 1: the co-signature holds a lone surrogate"),
+        (_pq_gz(pq_line(1, 1, "a" * 17_000)), "line 1: co-signature larger than 16384 bytes"),
+        (_pq_gz(b'{"chainIndex":1,"pqSignature":"\x01","pulseIndex":2}'), "line 1: not JSON"),
+        (_pq_gz(pq_line(1, 5), pq_line(1, 5)), "line 2: pulse 1/5 after pulse 1/5: not in"),
+        (_pq_gz(pq_line(1, 5), pq_line(1, 6), pq_line(1, 4)), "line 3: pulse 1/4 after pulse 1/6"),
+        (_pq_gz(pq_line(1, 1), b"x" * (MAX_PQ_LINE_BYTES + 1)), "line 2 is longer than"),
+    ],
+)
+def test_malformed_pq_archives_are_refused_in_one_line(data: bytes, message: str) -> None:
+    with pytest.raises(FetchError, match=message) as info:
+        list(iter_pq_archive([data], name="pq archive x"))
+    assert str(info.value).startswith("pq archive x: ")
+    assert "\n" not in str(info.value)
+
+
+def test_pq_archive_of_a_day_without_co_signatures_is_none() -> None:
+    items = [ArchiveItem(time_ms=T0, chain=1, pulse=1, pulse_bytes=NIST_RAW[0])]
+    assert build_pq_archive(DAY, items) is None
+
+
+def test_pq_archive_lines_stream_and_other_chains_may_come_between() -> None:
+    lines = [pq_line(1, p) for p in range(1, 3000)] + [pq_line(2, 1), pq_line(1, 3000)]
+    data = _pq_gz(*lines)
+    entries = iter_pq_archive([data[i : i + 512] for i in range(0, len(data), 512)])
+    assert next(entries) == PqEntry(line=1, chain=1, pulse=1, cosignature=b"{}")
+    assert [(e.chain, e.pulse) for e in entries][-2:] == [(2, 1), (1, 3000)]

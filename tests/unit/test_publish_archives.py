@@ -1,4 +1,5 @@
-"""Daily archives: deterministic gzip JSON Lines that keep every pulse's exact bytes."""
+"""Daily archives and PQ day archives: deterministic gzip JSON Lines that keep every
+pulse's, record's and co-signature's exact bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from beacon_verifier.archive import iter_day_archive
+from beacon_verifier.archive import iter_day_archive, iter_pq_archive
 from beacon_verifier.errors import FetchError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,10 +19,13 @@ from beacon.publish.archives import (
     ArchiveItem,
     archive_key,
     build_day_archive,
+    build_pq_archive,
     day_is_complete,
     day_of,
     day_start_ms,
     encode_day_lines,
+    encode_pq_lines,
+    pq_archive_key,
 )
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "nist"
@@ -38,18 +42,27 @@ def read_day_archive(
     ]
 
 
-def item(minute: int, pulse: int, *, chain: int = 1, entropy: bytes | None = b"{}") -> ArchiveItem:
+def item(
+    minute: int,
+    pulse: int,
+    *,
+    chain: int = 1,
+    entropy: bytes | None = b"{}",
+    cosignature: bytes | None = None,
+) -> ArchiveItem:
     return ArchiveItem(
         time_ms=T0 + minute * 60_000,
         chain=chain,
         pulse=pulse,
         pulse_bytes=b'{"pulse":{"pulseIndex":%d}}' % pulse,
         entropy_bytes=entropy,
+        cosignature_bytes=cosignature,
     )
 
 
 def test_keys_days_and_completeness() -> None:
     assert archive_key(DAY) == "beacon/2.0/archive/day/2018-08-30.jsonl.gz"
+    assert pq_archive_key(DAY) == "beacon/2.0/archive/day/2018-08-30.pq.jsonl.gz"
     assert ARCHIVE_CONTENT_TYPE == "application/gzip"
     assert T0 == 1535587200000
     assert day_of(T0) == DAY
@@ -177,13 +190,57 @@ def test_reader_rejects_malformed_archives(data: bytes) -> None:
         read_day_archive(data, max_bytes=1024 * 1024)
 
 
-def test_cosignature_travels_in_the_archive_line() -> None:
-    pulse = b'{"pulse":{}}'
-    cosig = b'{"keyId":"ab","signature":"CD","version":1}'
-    plain = ArchiveItem(time_ms=T0, chain=1, pulse=1, pulse_bytes=pulse, entropy_bytes=b"{}")
-    signed = ArchiveItem(
-        time_ms=T0 + 60_000, chain=1, pulse=2, pulse_bytes=pulse, cosignature_bytes=cosig
+def cosig(n: int) -> bytes:
+    return b'{"keyId":"ab","signature":"%02X","version":1}' % n
+
+
+def test_cosignatures_are_not_in_the_day_archive() -> None:
+    signed = [item(m, m + 1, cosignature=cosig(m)) for m in range(5)]
+    plain = [item(m, m + 1) for m in range(5)]
+    assert build_day_archive(DAY, signed) == build_day_archive(DAY, plain)
+    lines = [json.loads(line) for line in encode_day_lines(signed).splitlines()]
+    assert all(set(line) == {"pulse", "entropy"} for line in lines)
+
+
+def test_pq_archive_exact_lines_in_the_day_archives_order() -> None:
+    items = [
+        item(5, 1, chain=2, cosignature=cosig(3)),
+        item(3, 9, cosignature=cosig(1)),
+        item(4, 10),  # not co-signed: no line
+        item(5, 40, cosignature='{"note":"ünïcode"}'.encode()),
+    ]
+    archive = build_pq_archive(DAY, items)
+    assert archive is not None
+    assert archive[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # as the day archive's
+    assert (
+        gzip.decompress(archive)
+        == encode_pq_lines(items)
+        == (
+            b'{"chainIndex":1,"pqSignature":"{\\"keyId\\":\\"ab\\",\\"signature\\":\\"01\\",'
+            b'\\"version\\":1}","pulseIndex":9}\n'
+            b'{"chainIndex":1,"pqSignature":"{\\"note\\":\\"\\u00fcn\\u00efcode\\"}","pulseIndex":40}\n'
+            b'{"chainIndex":2,"pqSignature":"{\\"keyId\\":\\"ab\\",\\"signature\\":\\"03\\",'
+            b'\\"version\\":1}","pulseIndex":1}\n'
+        )
     )
-    lines = [json.loads(line) for line in encode_day_lines([plain, signed]).splitlines()]
-    assert set(lines[0]) == {"pulse", "entropy"}  # archives of plain pulses keep their shape
-    assert lines[1]["pqSignature"].encode() == cosig and lines[1]["entropy"] is None
+    assert [(e.chain, e.pulse, e.cosignature) for e in iter_pq_archive([archive])] == [
+        (1, 9, cosig(1)),
+        (1, 40, '{"note":"ünïcode"}'.encode()),
+        (2, 1, cosig(3)),
+    ]
+    # The same pulses in the day archive: the same order.
+    pulses = [e.pulse for e in iter_day_archive([build_day_archive(DAY, items)])]
+    assert pulses == [items[i].pulse_bytes for i in (1, 2, 3, 0)]
+
+
+def test_pq_archive_is_deterministic_and_only_for_co_signed_days() -> None:
+    items = [item(m, m + 1, cosignature=cosig(m % 256)) for m in range(0, 1440, 7)]
+    first = build_pq_archive(DAY, items)
+    assert first is not None and build_pq_archive(DAY, list(reversed(items))) == first
+    assert build_pq_archive(DAY, [item(1, 1), item(2, 2)]) is None
+    with pytest.raises(ValueError, match="appears twice"):
+        build_pq_archive(DAY, [item(1, 1, cosignature=cosig(1)), item(2, 1)])
+    with pytest.raises(ValueError, match="not on 2018-08-30"):
+        build_pq_archive(DAY, [item(1440, 1, cosignature=cosig(1))])
+    with pytest.raises(ValueError, match="co-signature of pulse 1/1: not UTF-8"):
+        item(1, 1, cosignature=b"\xff")

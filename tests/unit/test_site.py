@@ -258,6 +258,18 @@ def test_immutable_pages_are_deterministic(items: list[OutboxItem]) -> None:
     assert today.encode() not in render_day_page(day, items[:2])[1]
 
 
+def test_day_page_links_its_archives(items: list[OutboxItem]) -> None:
+    day = date(2026, 3, 1)
+    key, plain = render_day_page(day, items[:2])
+    assert key == day_page_key(day)
+    urls = parsed(plain).urls
+    assert "../../" + layout.archive_key(day) in urls
+    assert not [u for u in urls if u.endswith(".pq.jsonl.gz")]  # the day has no PQ archive
+    cosigned = parsed(render_day_page(day, items[:2], pq_archive=True)[1]).urls
+    assert "../../" + layout.pq_archive_key(day) in cosigned
+    assert "../../" + layout.archive_key(day) in cosigned
+
+
 # --- plain words -------------------------------------------------------------------
 
 

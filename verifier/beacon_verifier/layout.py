@@ -19,6 +19,10 @@ the verifier reads them. Written once, here.
     beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz
                                             every pulse of a complete UTC day with its
                                             entropy record, gzip JSON Lines (immutable)
+    beacon/2.0/archive/day/{YYYY-MM-DD}.pq.jsonl.gz
+                                            the ML-DSA-65 co-signatures of that day's
+                                            pulses, gzip JSON Lines (immutable; only for
+                                            a day with a co-signed pulse)
 """
 
 from __future__ import annotations
@@ -77,6 +81,12 @@ ARCHIVE_ROOT = f"{ROOT}/archive/day"
 def archive_key(day: date) -> str:
     """``beacon/2.0/archive/day/{YYYY-MM-DD}.jsonl.gz``."""
     return f"{ARCHIVE_ROOT}/{day.isoformat()}.jsonl.gz"
+
+
+def pq_archive_key(day: date) -> str:
+    """``beacon/2.0/archive/day/{YYYY-MM-DD}.pq.jsonl.gz``: the day's co-signatures, kept
+    apart from the day archive so that a reader not checking them never inflates them."""
+    return f"{ARCHIVE_ROOT}/{day.isoformat()}.pq.jsonl.gz"
 
 
 def day_of(time_ms: int) -> date:

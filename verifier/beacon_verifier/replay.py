@@ -1,16 +1,20 @@
 """Replaying a chain from a site: read its pulses in order, check them, report.
 
 **Reading** (``read_chain``). Pulse ``p`` of chain ``c`` is the object
-``layout.pulse_key(c, p)`` with its entropy record ``layout.entropy_record_key(c, p)``,
-except that where the site has the daily archive of a UTC day
-(``layout.archive_key``: that day's pulses and records in one gzip file), the
-pulses of that day come from it: one GET instead of two per pulse. Archives
-exist only for complete days and may be absent altogether; days without one are
-read pulse by pulse. A pulse neither place has is *missing*: reported, never
-fatal. An archive that is malformed, oversized or contradicts itself or the
-site is reported as an ``archive`` failure and the day is read pulse by pulse.
-A pulse object that cannot be fetched at all (not: is absent) stops the replay
-with ``FetchError``.
+``layout.pulse_key(c, p)`` with its entropy record ``layout.entropy_record_key(c, p)``
+and its co-signature ``layout.pq_signature_key(c, p)``, except that where the
+site has the daily archive of a UTC day (``layout.archive_key``: that day's
+pulses and records in one gzip file), the pulses of that day come from it, and
+their co-signatures from the day's PQ archive (``layout.pq_archive_key``), read
+in step with it: two GETs a day instead of three per pulse. Archives exist only
+for complete days and may be absent altogether; days without one are read pulse
+by pulse, and a co-signature the PQ archive lacks comes from its object. A pulse
+neither place has is *missing*: reported, never fatal. An archive that is
+malformed, oversized or contradicts itself or the site is reported as an
+``archive`` failure and the rest of the day (of its co-signatures, for a PQ
+archive) is read object by object. Without co-signature checks the PQ archive
+is never fetched. A pulse object that cannot be fetched at all (not: is absent)
+stops the replay with ``FetchError``.
 
 **Checking** is ``checks.ChainVerifier``. The range is cut into segments of
 about a day (aligned to the days of the archives), each checked on its own,
@@ -37,7 +41,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from beacon_verifier import layout
-from beacon_verifier.archive import MAX_ARCHIVE_BYTES, MAX_RECORD_BYTES, iter_day_archive
+from beacon_verifier.archive import (
+    MAX_ARCHIVE_BYTES,
+    MAX_RECORD_BYTES,
+    PqEntry,
+    iter_day_archive,
+    iter_pq_archive,
+)
 from beacon_verifier.checks import (
     ChainReport,
     ChainVerifier,
@@ -305,10 +315,110 @@ def _close(iterator: Iterator[Any] | None) -> None:
         close()
 
 
+#: Past any pulse index: asking for it reads a PQ archive to its end.
+_NO_INDEX = 2**64
+
+
+class _DayCosignatures:
+    """The co-signatures of ``day``'s pulses of ``chain``, in pulse order: from the
+    day's PQ archive, read in step with the day archive (one line held, never the
+    day), else from each pulse's own object.
+
+    The PQ archive is fetched when the first co-signature is asked for. One that
+    is absent, has a hole, or is broken leaves those co-signatures to their
+    objects: it costs GETs, never a co-signature reported missing that the site has.
+    """
+
+    def __init__(self, source: Source, chain: int, day: date) -> None:
+        self.source = source
+        self.chain = chain
+        self.day = day
+        self.name = f"pq archive {day.isoformat()}"
+        self._pieces: Iterator[bytes] | None = None
+        self._lines: Iterator[PqEntry] | None = None
+        self._opened = False
+        self._held: PqEntry | None = None  # read, for a later pulse
+        self._last = 0  # the pulseIndex of the last line of ``chain`` read
+
+    def get(self, index: int) -> tuple[bytes | None, str | None]:
+        """Pulse ``index``'s co-signature (None: the site has none), and the problem
+        the PQ archive has, once, when it turns out to have one."""
+        try:
+            line = self._line_for(index)
+        except FetchError as exc:
+            return _cosignature_object(self.source, self.chain, index), self._problem(exc)
+        if line is not None:
+            return line.cosignature, None
+        return _cosignature_object(self.source, self.chain, index), None
+
+    def finish(self) -> str | None:
+        """Read the rest of the PQ archive, if it was opened (the day is done): the
+        problem it has, if any, such as data after its end."""
+        if not self._opened:
+            return None
+        try:
+            self._line_for(_NO_INDEX)
+        except FetchError as exc:
+            return self._problem(exc)
+        return None
+
+    def _problem(self, exc: FetchError) -> str:
+        self.close()
+        return str(exc) if str(exc).startswith(self.name) else f"{self.name}: {exc}"
+
+    def _line_for(self, index: int) -> PqEntry | None:
+        """The line of pulse ``index``, reading up to it; None when there is none.
+        Raises ``FetchError`` naming the archive and line when it is unusable."""
+        if not self._opened:
+            self._opened = True
+            self._pieces = read_chunks(
+                self.source, layout.pq_archive_key(self.day), max_bytes=MAX_ARCHIVE_BYTES
+            )
+            if self._pieces is not None:
+                self._lines = iter_pq_archive(self._pieces, name=self.name)
+        while self._lines is not None:
+            line = self._held
+            self._held = None
+            if line is None:
+                line = next(self._lines, None)
+                if line is None:
+                    self.close()  # read to its end: the rest come from their objects
+                    return None
+                if line.chain != self.chain:
+                    continue
+                if line.pulse <= self._last:
+                    raise FetchError(
+                        f"{self.name}: line {line.line}: pulse {self.chain}/{line.pulse} after "
+                        f"{self.chain}/{self._last}: not in (timeStamp, chainIndex, pulseIndex) "
+                        "order"
+                    )
+                self._last = line.pulse
+            if line.pulse == index:
+                return line
+            if line.pulse > index:
+                self._held = line  # a hole: this pulse's co-signature is not here
+                return None
+        return None
+
+    def close(self) -> None:
+        _close(self._lines)
+        _close(self._pieces)
+        self._lines = self._pieces = self._held = None
+
+
+def _cosignature_object(source: Source, chain: int, index: int) -> bytes | None:
+    """Pulse ``index``'s co-signature object (b"\\0", reported malformed, when oversized)."""
+    try:
+        return source.get(layout.pq_signature_key(chain, index), max_bytes=MAX_COSIGNATURE_BYTES)
+    except TooLargeError:
+        return b"\0"
+
+
 def _from_archive(
     source: Source, chain: int, day: date, index: int, last: int, cosignatures: bool = True
 ) -> Generator[Slot | ArchiveProblem, None, tuple[int, bool]]:
-    """Read pulses ``index``.. of ``chain`` from ``day``'s archive, if the site has one.
+    """Read pulses ``index``.. of ``chain`` from ``day``'s archive, if the site has one,
+    with their co-signatures (unless ``cosignatures`` is False) from its PQ archive.
 
     Returns the next index to read and whether the archive was read to its end
     (or to ``last``) without a problem.
@@ -322,6 +432,7 @@ def _from_archive(
     if pieces is None:
         return index, False
     entries = iter_day_archive(pieces, name=name)
+    pq = _DayCosignatures(source, chain, day) if cosignatures else None
     previous: tuple[int, int, int] | None = None
     day_start = layout.day_start_ms(day)
     try:
@@ -329,6 +440,9 @@ def _from_archive(
             try:
                 entry = next(entries, None)
                 if entry is None:
+                    problem = None if pq is None else pq.finish()
+                    if problem is not None:
+                        yield ArchiveProblem(index, problem)
                     return index, True
                 try:
                     pulse = parse_pulse(entry.pulse)
@@ -361,16 +475,23 @@ def _from_archive(
                     )
             if pulse.pulse_index > last:
                 return last + 1, True
+            cosignature = None
+            if pq is not None:
+                cosignature, problem = pq.get(pulse.pulse_index)
+                if problem is not None:
+                    yield ArchiveProblem(pulse.pulse_index, problem)
             yield Slot(
                 pulse.pulse_index,
                 entry.pulse,
                 pulse,
                 entropy=entry.entropy,
-                cosignature=entry.cosignature if cosignatures else None,
+                cosignature=cosignature,
             )
             index = pulse.pulse_index + 1
         return index, True
     finally:
+        if pq is not None:
+            pq.close()
         _close(entries)
         _close(pieces)
 
