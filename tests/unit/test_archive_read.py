@@ -16,6 +16,7 @@ from beacon_verifier.archive import (
     MAX_PQ_LINE_BYTES,
     ArchiveEntry,
     PqEntry,
+    _Bad,
     _day_entry,
     _pq_fields,
     _quick_day_fields,
@@ -23,6 +24,7 @@ from beacon_verifier.archive import (
     iter_pq_archive,
 )
 from beacon_verifier.errors import FetchError
+from beacon_verifier.format import emit_pulse, parse_pulse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,9 +121,70 @@ def test_the_quick_line_reader_agrees_with_json(
         {"pulse": pulse, "entropy": entropy}, ensure_ascii=ensure_ascii, separators=separators
     )
     expected = (pulse.encode(), None if entropy is None else entropy.encode())
-    assert _day_entry(1, line.encode())[1:] == expected
+    entry = _day_entry(1, line.encode())
+    assert (entry.pulse, entry.entropy) == expected
     # The writer's compact shape takes the quick path; any other, the strict decoder.
     assert _quick_day_fields(line) == ((pulse, entropy) if compact else None)
+
+
+def _line(pulse: bytes, record: bytes | str | None, *, ensure_ascii: bool = True) -> bytes:
+    """A day archive line as the writer shapes it (``record`` may be text a writer
+    would never have: any string)."""
+    entropy = record.decode() if isinstance(record, bytes) else record
+    value = {"pulse": pulse.decode(), "entropy": entropy}
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=ensure_ascii).encode()
+
+
+def _agrees_with_json(line: bytes) -> ArchiveEntry:
+    """``_day_entry`` reads exactly what JSON reads, and its pulse is ``parse_pulse``'s."""
+    obj = json.loads(line)
+    entry = _day_entry(1, line)
+    assert entry.pulse == obj["pulse"].encode()
+    assert entry.entropy == (None if obj["entropy"] is None else obj["entropy"].encode())
+    if entry.parsed is not None:
+        assert entry.parsed == parse_pulse(entry.pulse)
+        assert entry.parsed.time_ms == parse_pulse(entry.pulse).time_ms
+        assert entry.parsed.raw is None  # made only as entry.pulse, when asked for
+    return entry
+
+
+@pytest.mark.parametrize("pulse", NIST_RAW + [emit_pulse(parse_pulse(r)) for r in NIST_RAW])
+def test_lines_in_the_writers_shape_are_read_with_their_pulse(pulse: bytes) -> None:
+    for record in (b'{"chainIndex":1,"source":"os-fallback"}', None, b""):
+        assert _agrees_with_json(_line(pulse, record)).parsed is not None
+
+
+@pytest.mark.parametrize("raw", [b"\x01", b"\t", b"\x1f", b"\x7f", b"\xc3\xa9", b"\\", b'"'])
+@pytest.mark.parametrize("into", ["record", "pulse"])
+def test_raw_bytes_in_a_line_are_read_as_json_reads_them(raw: bytes, into: str) -> None:
+    line = _line(NIST_RAW[0], b'{"source":"os-fallback"}')
+    at = line.index(b"os-fallback") if into == "record" else line.index(b"Version")
+    line = line[:at] + raw + line[at:]
+    try:
+        json.loads(line)
+    except ValueError:
+        with pytest.raises(_Bad):
+            _day_entry(1, line)
+        return
+    _agrees_with_json(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    record=st.none() | st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text(max_size=8),
+    ensure_ascii=st.booleans(),
+    where=st.integers(0, len(NIST_RAW[0])),
+    insert=st.sampled_from([b"", b"\\", b'"', b"\t", b"\n", b"\x00", b"\xc3\xa9", b" ", b"0"]),
+)
+def test_the_escaped_pulse_reader_agrees_with_json(
+    record: str | None, ensure_ascii: bool, where: int, insert: bytes
+) -> None:
+    pulse = NIST_RAW[0][:where] + insert + NIST_RAW[0][where:]
+    try:
+        line = _line(pulse, record, ensure_ascii=ensure_ascii)
+    except UnicodeDecodeError:
+        return  # not text: no writer puts it in a line
+    _agrees_with_json(line)
 
 
 @settings(max_examples=200, deadline=None)
@@ -153,7 +216,7 @@ def test_entries_stream_before_the_archive_is_read() -> None:
 
     entries = iter_day_archive(pieces())
     first = next(entries)
-    assert first == ArchiveEntry(line=1, pulse=b'{"pulse":0}', entropy=None)
+    assert (first.line, first.pulse, first.entropy) == (1, b'{"pulse":0}', None)
     assert len(consumed) < len(data) // 1024 // 4  # far from all of it
 
 

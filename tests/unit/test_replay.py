@@ -420,7 +420,7 @@ def test_oversized_objects_are_failures_not_crashes(archived: Path) -> None:
 def test_read_chain_marks_missing_pulses(archived: Path) -> None:
     (archived / layout.pulse_key(1, 200)).unlink()
     slots = list(read_chain(LocalSource(archived), 1, 195, 205))
-    assert [(s.index, s.data is None) for s in slots] == [(i, i == 200) for i in range(195, 206)]
+    assert [(s.index, s.missing) for s in slots] == [(i, i == 200) for i in range(195, 206)]
 
 
 def test_time_range_and_json_report(archived: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -132,7 +132,8 @@ class Pulse:
     """A well-formed pulse. Constructing one validates every field.
 
     ``raw`` holds the bytes the pulse was parsed from (None for a pulse built in
-    memory); hash and store those, never a re-serialization.
+    memory, or read from a day archive line by ``parse_escaped_pulse``); hash and
+    store those, never a re-serialization.
     """
 
     uri: str | None
@@ -406,27 +407,38 @@ def parse_pulse(data: bytes) -> Pulse:
 # tests/unit/test_fuzz.py holds the two paths to each other.
 
 
-def _layout() -> re.Pattern[bytes]:
-    """The regular expression of ``emit_pulse``'s layout, values captured."""
-    text = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]{0,%d})"' % MAX_STRING_BYTES
-    hash_hex = rb'"([^"]{%d})"' % (2 * HASH_LEN)
-    uri = rb'(null|"[\x20\x21\x23-\x5b\x5d-\x7e]{0,%d}")' % MAX_STRING_BYTES  # quotes kept
+def _layout(escaped: bool) -> re.Pattern[bytes]:
+    """The regular expression of ``emit_pulse``'s layout, values captured; with
+    ``escaped``, of that text as a JSON string holds it (``"`` and newlines escaped,
+    as in a day archive line), with no quote around it."""
+
+    def lit(text: bytes) -> bytes:
+        if escaped:
+            text = text.replace(b'"', b'\\"').replace(b"\n", b"\\n")
+        return re.escape(text)
+
+    quote = lit(b'"')
+    printable = rb"[\x20\x21\x23-\x5b\x5d-\x7e]{0,%d}" % MAX_STRING_BYTES
+    text = quote + b"(" + printable + b")" + quote
+    uri = b"(?:null|" + text + b")"  # the group is None for null
+    # Hex: any run up to the closing quote, which unhexlify then checks. A class of
+    # one character matches several times faster than a class of hex digits.
+    run = rb"[^\\]" if escaped else rb'[^"]'
+    hash_hex = quote + b"(" + run + b"{%d})" % (2 * HASH_LEN) + quote
+    signature = quote + b"(" + run + b"{2,%d})" % (2 * MAX_SIGNATURE_BYTES) + quote
     number = rb"(0|[1-9][0-9]{0,19})"
-    stamp = rb'"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)"'
-    signature = rb'"([^"]{2,%d})"' % (2 * MAX_SIGNATURE_BYTES)
+    stamp = quote + rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)" + quote
 
     def block(indent: int, open_: bytes, close: bytes, *items: tuple[str | None, bytes]) -> bytes:
         """``open_``, the items (``"name": value``, or a bare value) one per line, ``close``."""
         pad = b"\n" + b" " * (indent + 2)
         lines = [
-            re.escape(pad + (b'"%s": ' % name.encode() if name else b"")) + value
-            for name, value in items
+            lit(pad + (b'"%s": ' % name.encode() if name else b"")) + value for name, value in items
         ]
-        end = b"\n" + b" " * indent + close
-        return re.escape(open_) + b",".join(lines) + re.escape(end)
+        return lit(open_) + b",".join(lines) + lit(b"\n" + b" " * indent + close)
 
     def link(link_type: str) -> tuple[None, bytes]:
-        kind = re.escape(b'"%s"' % link_type.encode())
+        kind = lit(b'"%s"' % link_type.encode())
         return None, block(6, b"{", b"}", ("uri", uri), ("type", kind), ("value", hash_hex))
 
     pulse = block(
@@ -455,10 +467,13 @@ def _layout() -> re.Pattern[bytes]:
         ("outputValue", hash_hex),
     )
     document = block(0, b"{", b"}", ("pulse", pulse))
+    if escaped:  # emit_pulse's final newline, if any, and nothing else around it
+        return re.compile(document + rb"(?:\\n)?")
     return re.compile(rb"[ \t\n\r]*" + document + rb"[ \t\n\r]*")
 
 
-_LAYOUT = _layout()
+_LAYOUT = _layout(escaped=False)
+_ESCAPED_LAYOUT = _layout(escaped=True)
 _new = object.__new__
 _unhexlify = binascii.unhexlify
 
@@ -478,15 +493,15 @@ _EXTERNAL_SETTERS = _setters(External, "source_id status_code value")
 _LINK_SETTERS = _setters(ListValue, "uri type value")
 # Consecutive pulses repeat most links (hour, day, month, year) with their uris,
 # and external: the last of each is kept, immutable, to be reused.
-_LAST_LINK: list[tuple[bytes, bytes, ListValue] | None] = [None] * len(LINK_TYPES)
+_LAST_LINK: list[tuple[bytes, bytes | None, ListValue] | None] = [None] * len(LINK_TYPES)
 _LAST_EXTERNAL: dict[bytes, External] = {}
 
 
-def _uri(captured: bytes) -> str | None:
-    return None if captured == b"null" else captured[1:-1].decode()
+def _uri(captured: bytes | None) -> str | None:
+    return None if captured is None else captured.decode()
 
 
-def _fast_link(i: int, uri: bytes, value: bytes) -> ListValue:
+def _fast_link(i: int, uri: bytes | None, value: bytes) -> ListValue:
     last = _LAST_LINK[i]
     if last is not None and last[0] == value and last[1] == uri:
         return last[2]
@@ -516,8 +531,29 @@ def _fast_parse(data: bytes) -> Pulse | None:
     if type(data) is not bytes or len(data) > MAX_PULSE_BYTES:
         return None
     m = _LAYOUT.fullmatch(data)
-    if m is None:
+    return None if m is None else _matched_pulse(m, data)
+
+
+def parse_escaped_pulse(text: bytes, start: int) -> tuple[Pulse, int] | None:
+    """The pulse whose text, escaped as a JSON string holds it (as a day archive line
+    does), begins at ``start`` of ``text``, and where that string's content ends:
+    when it is in ``emit_pulse``'s layout with nothing to refuse, else None (then
+    unescape it and use ``parse_pulse``, which gives the same pulse or says why not).
+
+    The pulse's ``raw`` is None: its exact bytes are not made here, as a chain
+    replay never needs them (``archive.ArchiveEntry.pulse`` makes them if asked).
+    """
+    m = _ESCAPED_LAYOUT.match(text, start)
+    # Unescaped, each escape (a backslash and a character) is one byte.
+    if m is None or m.end() - start - text.count(b"\\", start, m.end()) > MAX_PULSE_BYTES:
         return None
+    pulse = _matched_pulse(m, None)
+    return None if pulse is None else (pulse, m.end())
+
+
+def _matched_pulse(m: re.Match[bytes], raw: bytes | None) -> Pulse | None:
+    """The pulse of a match of a layout, ``raw`` its exact bytes, or None to let the
+    strict path decide."""
     (
         uri,
         version,
@@ -590,7 +626,7 @@ def _fast_parse(data: bytes) -> Pulse | None:
             status_code,
             _unhexlify(signature_hex),
             _unhexlify(output_hex),
-            data,
+            raw,
             time_ms,
         )
     except ValueError:

@@ -250,20 +250,24 @@ def _check_quantum_bits(pulse: Pulse, doc: dict[str, object]) -> None:
 
 @dataclass(slots=True)
 class Slot:
-    """Pulse ``index`` as the site has it: ``data`` None when missing; ``error`` says
-    why ``data`` is not a pulse; the entropy record, if any, or why it cannot be read;
-    the pulse's ML-DSA-65 co-signature object when the site has one.
+    """Pulse ``index`` as the site has it: the pulse, or ``error`` saying why what the
+    site has is no pulse, or neither when the site has nothing (``missing``); the
+    entropy record, if any, or why it cannot be read; the pulse's ML-DSA-65
+    co-signature object when the site has one.
 
     Not frozen: one is made per pulse replayed, and a frozen dataclass takes twice
     as long to make. Nothing changes a slot once made."""
 
     index: int
-    data: bytes | None
     pulse: Pulse | None = None
     error: str | None = None
     entropy: bytes | None = None
     entropy_error: str | None = None
     cosignature: bytes | None = None
+
+    @property
+    def missing(self) -> bool:
+        return self.pulse is None and self.error is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,15 +284,15 @@ def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -
     try:
         data = source.get(layout.pulse_key(chain, index), max_bytes=MAX_PULSE_BYTES)
     except TooLargeError as exc:
-        return Slot(index, b"", error=f"pulse: {exc}")
+        return Slot(index, error=f"pulse: {exc}")
     if data is None:
-        return Slot(index, None)
+        return Slot(index)
     try:
         pulse = parse_pulse(data)
     except PulseFormatError as exc:
-        return Slot(index, data, error=str(exc))
+        return Slot(index, error=str(exc))
     if (pulse.chain_index, pulse.pulse_index) != (chain, index):
-        return Slot(index, data, pulse)  # reported as misplaced; its record is not its own
+        return Slot(index, pulse)  # reported as misplaced; its record is not its own
     cosignature = None
     if cosignatures:
         try:
@@ -300,8 +304,8 @@ def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -
     try:
         record = source.get(layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES)
     except TooLargeError as exc:
-        return Slot(index, data, pulse, entropy_error=str(exc), cosignature=cosignature)
-    return Slot(index, data, pulse, entropy=record, cosignature=cosignature)
+        return Slot(index, pulse, entropy_error=str(exc), cosignature=cosignature)
+    return Slot(index, pulse, entropy=record, cosignature=cosignature)
 
 
 def _placed(slot: Slot, chain: int) -> bool:
@@ -444,10 +448,12 @@ def _from_archive(
                     if problem is not None:
                         yield ArchiveProblem(index, problem)
                     return index, True
-                try:
-                    pulse = parse_pulse(entry.pulse)
-                except PulseFormatError as exc:
-                    raise FetchError(f"{name}: line {entry.line}: {exc}") from None
+                pulse = entry.parsed
+                if pulse is None:
+                    try:
+                        pulse = parse_pulse(entry.pulse)
+                    except PulseFormatError as exc:
+                        raise FetchError(f"{name}: line {entry.line}: {exc}") from None
                 order = (pulse.time_ms, pulse.chain_index, pulse.pulse_index)
                 if previous is not None and order <= previous:
                     raise FetchError(
@@ -480,13 +486,7 @@ def _from_archive(
                 cosignature, problem = pq.get(pulse.pulse_index)
                 if problem is not None:
                     yield ArchiveProblem(pulse.pulse_index, problem)
-            yield Slot(
-                pulse.pulse_index,
-                entry.pulse,
-                pulse,
-                entropy=entry.entropy,
-                cosignature=cosignature,
-            )
+            yield Slot(pulse.pulse_index, pulse, entropy=entry.entropy, cosignature=cosignature)
             index = pulse.pulse_index + 1
         return index, True
     finally:
@@ -676,7 +676,7 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
                 [ChainError("archive", pulse_index=item.index, detail=item.detail)]
             )
             continue
-        if item.data is None:
+        if item.missing:
             verifier.missing(item.index, item.index)
         else:
             _check_slot(verifier, item, task.chain, pq_keys, task.require_pq)
