@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import Enum
-from typing import Any, NewType
+from typing import Any, NamedTuple, NewType
 
 from cryptography import x509
 
@@ -407,69 +407,98 @@ def parse_pulse(data: bytes) -> Pulse:
 # tests/unit/test_fuzz.py holds the two paths to each other.
 
 
-def _layout(escaped: bool) -> re.Pattern[bytes]:
-    """The regular expression of ``emit_pulse``'s layout, values captured; with
-    ``escaped``, of that text as a JSON string holds it (``"`` and newlines escaped,
-    as in a day archive line), with no quote around it."""
+class _Layout(NamedTuple):
+    """``emit_pulse``'s layout as regular expressions: the whole pulse, its values
+    captured except two blocks captured whole, ``external`` and the hour, day,
+    month and year links, which consecutive pulses mostly repeat; and each of
+    those blocks with its values captured, to read it when it changes."""
+
+    pulse: re.Pattern[bytes]
+    external: re.Pattern[bytes]
+    skip_links: re.Pattern[bytes]
+
+
+def _layout(escaped: bool) -> _Layout:
+    """``emit_pulse``'s layout; with ``escaped``, that text as a JSON string holds it
+    (``"`` and newlines escaped, as in a day archive line), with no quote around it."""
 
     def lit(text: bytes) -> bytes:
         if escaped:
             text = text.replace(b'"', b'\\"').replace(b"\n", b"\\n")
         return re.escape(text)
 
+    def group(pattern: bytes, capture: bool) -> bytes:
+        return (b"(" if capture else b"(?:") + pattern + b")"
+
     quote = lit(b'"')
     printable = rb"[\x20\x21\x23-\x5b\x5d-\x7e]{0,%d}" % MAX_STRING_BYTES
-    text = quote + b"(" + printable + b")" + quote
-    uri = b"(?:null|" + text + b")"  # the group is None for null
+    text = quote + group(printable, True) + quote
     # Hex: any run up to the closing quote, which unhexlify then checks. A class of
     # one character matches several times faster than a class of hex digits.
     run = rb"[^\\]" if escaped else rb'[^"]'
-    hash_hex = quote + b"(" + run + b"{%d})" % (2 * HASH_LEN) + quote
-    signature = quote + b"(" + run + b"{2,%d})" % (2 * MAX_SIGNATURE_BYTES) + quote
-    number = rb"(0|[1-9][0-9]{0,19})"
+    signature = quote + group(run + b"{2,%d}" % (2 * MAX_SIGNATURE_BYTES), True) + quote
+    number = group(rb"0|[1-9][0-9]{0,19}", True)
     stamp = quote + rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)" + quote
 
+    def hash_hex(capture: bool = True) -> bytes:
+        return quote + group(run + b"{%d}" % (2 * HASH_LEN), capture) + quote
+
+    def uri(capture: bool) -> bytes:  # the group is None for null
+        return b"(?:null|" + quote + group(printable, capture) + quote + b")"
+
+    def lines(indent: int, *items: tuple[str | None, bytes]) -> list[bytes]:
+        """The items (``"name": value``, or a bare value), each on its line."""
+        pad = b"\n" + b" " * indent
+        return [lit(pad + (b'"%s": ' % name.encode() if name else b"")) + v for name, v in items]
+
     def block(indent: int, open_: bytes, close: bytes, *items: tuple[str | None, bytes]) -> bytes:
-        """``open_``, the items (``"name": value``, or a bare value) one per line, ``close``."""
-        pad = b"\n" + b" " * (indent + 2)
-        lines = [
-            lit(pad + (b'"%s": ' % name.encode() if name else b"")) + value for name, value in items
-        ]
-        return lit(open_) + b",".join(lines) + lit(b"\n" + b" " * indent + close)
+        """``open_``, the items one per line, ``close``."""
+        end = lit(b"\n" + b" " * indent + close)
+        return lit(open_) + b",".join(lines(indent + 2, *items)) + end
 
-    def link(link_type: str) -> tuple[None, bytes]:
+    def link(link_type: str, capture: bool = True) -> bytes:
         kind = lit(b'"%s"' % link_type.encode())
-        return None, block(6, b"{", b"}", ("uri", uri), ("type", kind), ("value", hash_hex))
+        items = (("uri", uri(capture)), ("type", kind), ("value", hash_hex(capture)))
+        return block(6, b"{", b"}", *items)
 
+    def external(capture: bool) -> bytes:
+        items = (
+            ("sourceId", hash_hex(capture)),
+            ("statusCode", group(rb"0|[1-9][0-9]{0,19}", capture)),
+            ("value", hash_hex(capture)),
+        )
+        return block(4, b"{", b"}", *items)
+
+    def skip_links(capture: bool) -> bytes:
+        return b",".join(lines(6, *((None, link(t, capture)) for t in LINK_TYPES[1:])))
+
+    links = [*lines(6, (None, link(LINK_TYPES[0]))), group(skip_links(False), True)]
     pulse = block(
         2,
         b"{",
         b"}",
-        ("uri", uri),
+        ("uri", uri(True)),
         ("version", text),
         ("cipherSuite", number),
         ("period", number),
-        ("certificateId", hash_hex),
+        ("certificateId", hash_hex()),
         ("chainIndex", number),
         ("pulseIndex", number),
         ("timeStamp", stamp),
-        ("localRandomValue", hash_hex),
-        (
-            "external",
-            block(
-                4, b"{", b"}", ("sourceId", hash_hex), ("statusCode", number), ("value", hash_hex)
-            ),
-        ),
-        ("listValues", block(4, b"[", b"]", *(link(t) for t in LINK_TYPES))),
-        ("precommitmentValue", hash_hex),
+        ("localRandomValue", hash_hex()),
+        ("external", group(external(False), True)),
+        ("listValues", lit(b"[") + b",".join(links) + lit(b"\n    ]")),
+        ("precommitmentValue", hash_hex()),
         ("statusCode", number),
         ("signatureValue", signature),
-        ("outputValue", hash_hex),
+        ("outputValue", hash_hex()),
     )
     document = block(0, b"{", b"}", ("pulse", pulse))
     if escaped:  # emit_pulse's final newline, if any, and nothing else around it
-        return re.compile(document + rb"(?:\\n)?")
-    return re.compile(rb"[ \t\n\r]*" + document + rb"[ \t\n\r]*")
+        whole = document + rb"(?:\\n)?"
+    else:
+        whole = rb"[ \t\n\r]*" + document + rb"[ \t\n\r]*"
+    return _Layout(re.compile(whole), re.compile(external(True)), re.compile(skip_links(True)))
 
 
 _LAYOUT = _layout(escaped=False)
@@ -483,55 +512,86 @@ def _setters(cls: type, names: str) -> tuple[Any, ...]:
     return tuple(cls.__dict__[name].__set__ for name in names.split())
 
 
-_PULSE_SETTERS = _setters(
+(
+    _SET_URI,
+    _SET_VERSION,
+    _SET_CIPHER_SUITE,
+    _SET_PERIOD,
+    _SET_CERTIFICATE_ID,
+    _SET_CHAIN_INDEX,
+    _SET_PULSE_INDEX,
+    _SET_TIME_STAMP,
+    _SET_LOCAL_RANDOM_VALUE,
+    _SET_EXTERNAL,
+    _SET_LIST_VALUES,
+    _SET_PRECOMMITMENT_VALUE,
+    _SET_STATUS_CODE,
+    _SET_SIGNATURE_VALUE,
+    _SET_OUTPUT_VALUE,
+    _SET_RAW,
+    _SET_TIME_MS,
+) = _setters(
     Pulse,
     "uri version cipher_suite period certificate_id chain_index pulse_index time_stamp "
     "local_random_value external list_values precommitment_value status_code "
     "signature_value output_value raw time_ms",
 )
-_EXTERNAL_SETTERS = _setters(External, "source_id status_code value")
-_LINK_SETTERS = _setters(ListValue, "uri type value")
-# Consecutive pulses repeat most links (hour, day, month, year) with their uris,
-# and external: the last of each is kept, immutable, to be reused.
-_LAST_LINK: list[tuple[bytes, bytes | None, ListValue] | None] = [None] * len(LINK_TYPES)
-_LAST_EXTERNAL: dict[bytes, External] = {}
+_SET_SOURCE_ID, _SET_EXTERNAL_STATUS, _SET_EXTERNAL_VALUE = _setters(
+    External, "source_id status_code value"
+)
+_SET_LINK_URI, _SET_LINK_TYPE, _SET_LINK_VALUE = _setters(ListValue, "uri type value")
+# Consecutive pulses repeat external and the hour, day, month and year links: the
+# last of each block is kept, immutable, with its text, to be reused.
+_LAST_BLOCKS: dict[bytes, Any] = {}
 
 
 def _uri(captured: bytes | None) -> str | None:
     return None if captured is None else captured.decode()
 
 
-def _fast_link(i: int, uri: bytes | None, value: bytes) -> ListValue:
-    last = _LAST_LINK[i]
-    if last is not None and last[0] == value and last[1] == uri:
-        return last[2]
+def _link(i: int, uri: bytes | None, value: bytes) -> ListValue:
     link = _new(ListValue)
-    members = (_uri(uri), LINK_TYPES[i], _unhexlify(value))
-    for setter, member in zip(_LINK_SETTERS, members, strict=True):
-        setter(link, member)
-    _LAST_LINK[i] = (value, uri, link)
+    _SET_LINK_URI(link, _uri(uri))
+    _SET_LINK_TYPE(link, LINK_TYPES[i])
+    _SET_LINK_VALUE(link, _unhexlify(value))
     return link
 
 
-def _fast_external(source_hex: bytes, status: int, value_hex: bytes) -> External:
-    key = source_hex + b"%d" % status + value_hex  # unambiguous: both hex are 128 long
-    external = _LAST_EXTERNAL.get(key)
-    if external is None:
-        external = _new(External)
-        members = (_unhexlify(source_hex), status, _unhexlify(value_hex))
-        for setter, member in zip(_EXTERNAL_SETTERS, members, strict=True):
-            setter(external, member)
-        _LAST_EXTERNAL.clear()
-        _LAST_EXTERNAL[key] = external
-    return external
+def _block(text: bytes, layout: _Layout, external: bool) -> Any:
+    """The External, or the hour..year ListValues, written as ``text``; None when
+    it is not in the layout. Raises ValueError for hex that is not."""
+    found = _LAST_BLOCKS.get(text)
+    if found is not None:
+        return found
+    if external:
+        m = layout.external.fullmatch(text)
+        if m is None:
+            return None
+        source_hex, status, value_hex = m.groups()
+        if int(status) > MAX_U32:
+            return None
+        found = _new(External)
+        _SET_SOURCE_ID(found, _unhexlify(source_hex))
+        _SET_EXTERNAL_STATUS(found, int(status))
+        _SET_EXTERNAL_VALUE(found, _unhexlify(value_hex))
+    else:
+        m = layout.skip_links.fullmatch(text)
+        if m is None:
+            return None
+        g = m.groups()
+        found = tuple(_link(i, g[2 * i - 2], g[2 * i - 1]) for i in range(1, len(LINK_TYPES)))
+    if len(_LAST_BLOCKS) >= 4:  # one of each kind, escaped and not
+        _LAST_BLOCKS.clear()
+    _LAST_BLOCKS[text] = found
+    return found
 
 
 def _fast_parse(data: bytes) -> Pulse | None:
     """The pulse the strict path would parse from ``data``, or None to let it decide."""
     if type(data) is not bytes or len(data) > MAX_PULSE_BYTES:
         return None
-    m = _LAYOUT.fullmatch(data)
-    return None if m is None else _matched_pulse(m, data)
+    m = _LAYOUT.pulse.fullmatch(data)
+    return None if m is None else _matched_pulse(m, data, _LAYOUT)
 
 
 def parse_escaped_pulse(text: bytes, start: int) -> tuple[Pulse, int] | None:
@@ -543,16 +603,16 @@ def parse_escaped_pulse(text: bytes, start: int) -> tuple[Pulse, int] | None:
     The pulse's ``raw`` is None: its exact bytes are not made here, as a chain
     replay never needs them (``archive.ArchiveEntry.pulse`` makes them if asked).
     """
-    m = _ESCAPED_LAYOUT.match(text, start)
+    m = _ESCAPED_LAYOUT.pulse.match(text, start)
     # Unescaped, each escape (a backslash and a character) is one byte.
     if m is None or m.end() - start - text.count(b"\\", start, m.end()) > MAX_PULSE_BYTES:
         return None
-    pulse = _matched_pulse(m, None)
+    pulse = _matched_pulse(m, None, _ESCAPED_LAYOUT)
     return None if pulse is None else (pulse, m.end())
 
 
-def _matched_pulse(m: re.Match[bytes], raw: bytes | None) -> Pulse | None:
-    """The pulse of a match of a layout, ``raw`` its exact bytes, or None to let the
+def _matched_pulse(m: re.Match[bytes], raw: bytes | None, layout: _Layout) -> Pulse | None:
+    """The pulse of a match of ``layout``, ``raw`` its exact bytes, or None to let the
     strict path decide."""
     (
         uri,
@@ -564,19 +624,10 @@ def _matched_pulse(m: re.Match[bytes], raw: bytes | None) -> Pulse | None:
         pulse_index,
         time_stamp,
         random_hex,
-        source_hex,
-        external_status,
-        external_hex,
-        uri0,
-        value0,
-        uri1,
-        value1,
-        uri2,
-        value2,
-        uri3,
-        value3,
-        uri4,
-        value4,
+        external_text,
+        previous_uri,
+        previous_hex,
+        skip_links_text,
         precommitment_hex,
         status_code,
         signature_hex,
@@ -584,14 +635,12 @@ def _matched_pulse(m: re.Match[bytes], raw: bytes | None) -> Pulse | None:
     ) = m.groups()
     cipher_suite, period, status_code = int(cipher_suite), int(period), int(status_code)
     chain_index, pulse_index = int(chain_index), int(pulse_index)
-    external_status = int(external_status)
     if not (
         cipher_suite <= MAX_U32
         and 0 < period <= MAX_U32
         and 0 < chain_index <= MAX_U64
         and 0 < pulse_index <= MAX_U64
         and status_code <= MAX_U32
-        and external_status <= MAX_U32
     ):
         return None
     # parse_timestamp's arithmetic on what the layout already holds to digits.
@@ -604,36 +653,31 @@ def _matched_pulse(m: re.Match[bytes], raw: bytes | None) -> Pulse | None:
     if time_ms % period:
         return None
     try:  # binascii.Error (a ValueError): a hex value holds something else, or is odd
-        members = (
-            _uri(uri),
-            version.decode(),
-            cipher_suite,
-            period,
-            _unhexlify(certificate_hex),
-            chain_index,
-            pulse_index,
-            stamp,
-            _unhexlify(random_hex),
-            _fast_external(source_hex, external_status, external_hex),
-            (
-                _fast_link(0, uri0, value0),
-                _fast_link(1, uri1, value1),
-                _fast_link(2, uri2, value2),
-                _fast_link(3, uri3, value3),
-                _fast_link(4, uri4, value4),
-            ),
-            _unhexlify(precommitment_hex),
-            status_code,
-            _unhexlify(signature_hex),
-            _unhexlify(output_hex),
-            raw,
-            time_ms,
-        )
+        external = _block(external_text, layout, external=True)
+        skip_links = _block(skip_links_text, layout, external=False)
+        if external is None or skip_links is None:
+            return None
+        links = (_link(0, previous_uri, previous_hex), *skip_links)
+        pulse = _new(Pulse)
+        _SET_CERTIFICATE_ID(pulse, _unhexlify(certificate_hex))
+        _SET_LOCAL_RANDOM_VALUE(pulse, _unhexlify(random_hex))
+        _SET_PRECOMMITMENT_VALUE(pulse, _unhexlify(precommitment_hex))
+        _SET_SIGNATURE_VALUE(pulse, _unhexlify(signature_hex))
+        _SET_OUTPUT_VALUE(pulse, _unhexlify(output_hex))
     except ValueError:
         return None
-    pulse = _new(Pulse)
-    for setter, member in zip(_PULSE_SETTERS, members, strict=True):
-        setter(pulse, member)
+    _SET_URI(pulse, _uri(uri))
+    _SET_VERSION(pulse, version.decode())
+    _SET_CIPHER_SUITE(pulse, cipher_suite)
+    _SET_PERIOD(pulse, period)
+    _SET_CHAIN_INDEX(pulse, chain_index)
+    _SET_PULSE_INDEX(pulse, pulse_index)
+    _SET_TIME_STAMP(pulse, stamp)
+    _SET_EXTERNAL(pulse, external)
+    _SET_LIST_VALUES(pulse, links)
+    _SET_STATUS_CODE(pulse, status_code)
+    _SET_RAW(pulse, raw)
+    _SET_TIME_MS(pulse, time_ms)
     return pulse
 
 
