@@ -21,7 +21,7 @@ from datetime import date, timedelta
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from beacon_verifier.errors import ChainError, CheckError, PulseFormatError, SignatureError
 from beacon_verifier.format import (
@@ -44,6 +44,7 @@ _SKIP_LINKS = tuple(enumerate(SKIP_LINK_TYPES, 1))  # (index in listValues, type
 
 _PKCS1V15 = padding.PKCS1v15()
 _SHA512 = hashes.SHA512()
+_PREHASHED = utils.Prehashed(_SHA512)
 _VARIANT_KEYS = {variant: variant.value for variant in OutputVariant}  # Enum.value is slow
 
 
@@ -85,9 +86,15 @@ def check_certificate_id(pulse: Pulse, certificate: TrustedCertificate) -> None:
 
 
 def check_signature(
-    pulse: Pulse, certificate: TrustedCertificate, signed: bytes | None = None
+    pulse: Pulse,
+    certificate: TrustedCertificate,
+    signed: bytes | None = None,
+    digest: bytes | None = None,
 ) -> None:
-    """signatureValue is an RSA PKCS#1 v1.5 / SHA-512 signature over S (cipherSuite 0)."""
+    """signatureValue is an RSA PKCS#1 v1.5 / SHA-512 signature over S (cipherSuite 0).
+
+    ``digest``, SHA-512 of S, spares hashing S again when the caller has it.
+    """
     if pulse.cipher_suite != CIPHER_SUITE_RSA_SHA512:
         raise SignatureError(
             "cipherSuite",
@@ -96,12 +103,11 @@ def check_signature(
             actual=str(pulse.cipher_suite),
         )
     try:
-        certificate.public_key.verify(
-            pulse.signature_value,
-            signed if signed is not None else signing_input(pulse),
-            _PKCS1V15,
-            _SHA512,
-        )
+        if digest is not None:
+            certificate.public_key.verify(pulse.signature_value, digest, _PKCS1V15, _PREHASHED)
+        else:
+            signed = signed if signed is not None else signing_input(pulse)
+            certificate.public_key.verify(pulse.signature_value, signed, _PKCS1V15, _SHA512)
     except InvalidSignature:
         raise SignatureError(
             "signature",
@@ -110,13 +116,18 @@ def check_signature(
         ) from None
 
 
-def check_output_value(pulse: Pulse, signed: bytes | None = None) -> OutputVariant:
+def check_output_value(
+    pulse: Pulse, signed: bytes | None = None, hashed: hashlib._Hash | None = None
+) -> OutputVariant:
     """outputValue == SHA-512(S ‖ signature); also recognises INMETRO's length-prefixed variant.
 
+    ``hashed``, a SHA-512 object fed S and nothing else, spares hashing S again.
     Returns the variant that matched; raises ``SignatureError`` when neither does.
     """
     s = signed if signed is not None else signing_input(pulse)
-    expected = output_value(s, pulse.signature_value)
+    h = hashed.copy() if hashed is not None else hashlib.sha512(s)
+    h.update(pulse.signature_value)
+    expected = h.digest()
     if expected == pulse.output_value:
         return OutputVariant.NIST
     if output_value(s, pulse.signature_value, OutputVariant.INMETRO) == pulse.output_value:
@@ -201,19 +212,20 @@ def _single_pulse(
     """What ``verify_pulse`` reports, as (failures, signature, variant): a chain replay
     runs this for every pulse and needs no report object for it."""
     signed = signing_input(pulse)
+    hashed = hashlib.sha512(signed)  # S is hashed once, for the signature and outputValue
     failures: list[CheckError] = []
     signature = "unverifiable"
     if certificate is not None:
         signature = "valid"
         try:
             check_certificate_id(pulse, certificate)
-            check_signature(pulse, certificate, signed)
+            check_signature(pulse, certificate, signed, hashed.digest())
         except CheckError as exc:
             failures.append(exc)
             signature = "invalid"
     variant: OutputVariant | None = None
     try:
-        variant = check_output_value(pulse, signed)
+        variant = check_output_value(pulse, signed, hashed)
     except CheckError as exc:
         failures.append(exc)
     try:
