@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import Enum
-from typing import Any, NamedTuple, NewType
+from typing import Any, NamedTuple, NewType, TypeVar
 
 from cryptography import x509
 
@@ -542,7 +542,9 @@ _SET_SOURCE_ID, _SET_EXTERNAL_STATUS, _SET_EXTERNAL_VALUE = _setters(
 _SET_LINK_URI, _SET_LINK_TYPE, _SET_LINK_VALUE = _setters(ListValue, "uri type value")
 # Consecutive pulses repeat external and the hour, day, month and year links: the
 # last of each block is kept, immutable, with its text, to be reused.
-_LAST_BLOCKS: dict[bytes, Any] = {}
+_LAST_EXTERNAL: dict[bytes, External] = {}
+_LAST_SKIP_LINKS: dict[bytes, tuple[ListValue, ...]] = {}
+_V = TypeVar("_V")
 
 
 def _uri(captured: bytes | None) -> str | None:
@@ -557,13 +559,11 @@ def _link(i: int, uri: bytes | None, value: bytes) -> ListValue:
     return link
 
 
-def _block(text: bytes, layout: _Layout, external: bool) -> Any:
-    """The External, or the hour..year ListValues, written as ``text``; None when
-    it is not in the layout. Raises ValueError for hex that is not."""
-    found = _LAST_BLOCKS.get(text)
-    if found is not None:
-        return found
-    if external:
+def _external(text: bytes, layout: _Layout) -> External | None:
+    """The External written as ``text``; None when it is not in ``layout``.
+    Raises ValueError for hex that is not."""
+    found = _LAST_EXTERNAL.get(text)
+    if found is None:
         m = layout.external.fullmatch(text)
         if m is None:
             return None
@@ -574,16 +574,28 @@ def _block(text: bytes, layout: _Layout, external: bool) -> Any:
         _SET_SOURCE_ID(found, _unhexlify(source_hex))
         _SET_EXTERNAL_STATUS(found, int(status))
         _SET_EXTERNAL_VALUE(found, _unhexlify(value_hex))
-    else:
+        _remember(_LAST_EXTERNAL, text, found)
+    return found
+
+
+def _skip_links(text: bytes, layout: _Layout) -> tuple[ListValue, ...] | None:
+    """The hour, day, month and year links written as ``text``; None when they are
+    not in ``layout``. Raises ValueError for hex that is not."""
+    found = _LAST_SKIP_LINKS.get(text)
+    if found is None:
         m = layout.skip_links.fullmatch(text)
         if m is None:
             return None
         g = m.groups()
         found = tuple(_link(i, g[2 * i - 2], g[2 * i - 1]) for i in range(1, len(LINK_TYPES)))
-    if len(_LAST_BLOCKS) >= 4:  # one of each kind, escaped and not
-        _LAST_BLOCKS.clear()
-    _LAST_BLOCKS[text] = found
+        _remember(_LAST_SKIP_LINKS, text, found)
     return found
+
+
+def _remember(cache: dict[bytes, _V], text: bytes, value: _V) -> None:
+    if len(cache) >= 2:  # the last one, escaped and not
+        cache.clear()
+    cache[text] = value
 
 
 def _fast_parse(data: bytes) -> Pulse | None:
@@ -653,8 +665,8 @@ def _matched_pulse(m: re.Match[bytes], raw: bytes | None, layout: _Layout) -> Pu
     if time_ms % period:
         return None
     try:  # binascii.Error (a ValueError): a hex value holds something else, or is odd
-        external = _block(external_text, layout, external=True)
-        skip_links = _block(skip_links_text, layout, external=False)
+        external = _external(external_text, layout)
+        skip_links = _skip_links(skip_links_text, layout)
         if external is None or skip_links is None:
             return None
         links = (_link(0, previous_uri, previous_hex), *skip_links)
