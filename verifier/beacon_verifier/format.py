@@ -216,11 +216,20 @@ def parse_timestamp(text: object) -> int:
     m = _TIMESTAMP_RE.match(text)
     if m is None:
         raise PulseFormatError("timeStamp", f"{text[:40]!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
-    day_ms = _day_ms(text[:10])
-    hour, minute, second = int(m[4]), int(m[5]), int(m[6])
-    if day_ms is None or hour > 23 or minute > 59 or second > 59:
+    time_ms = _stamp_ms(text)
+    if time_ms is None:
         raise PulseFormatError("timeStamp", f"{text!r} is not a valid date and time")
-    return day_ms + ((hour * 60 + minute) * 60 + second) * 1000 + int(m[7])
+    return time_ms
+
+
+def _stamp_ms(text: str) -> int | None:
+    """Unix ms of a timeStamp already in the shape ``YYYY-MM-DDTHH:MM:SS.mmmZ``, digits
+    where digits go; None when there is no such date and time."""
+    day_ms = _day_ms(text[:10])
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if day_ms is None or hour > 23 or minute > 59 or second > 59:
+        return None
+    return day_ms + ((hour * 60 + minute) * 60 + second) * 1000 + int(text[20:23])
 
 
 _DAY_CACHE: dict[str, int | None] = {}
@@ -655,14 +664,9 @@ def _matched_pulse(m: re.Match[bytes], raw: bytes | None, layout: _Layout) -> Pu
         and status_code <= MAX_U32
     ):
         return None
-    # parse_timestamp's arithmetic on what the layout already holds to digits.
     stamp = time_stamp.decode()
-    day_ms = _day_ms(stamp[:10])
-    hour, minute, second = int(time_stamp[11:13]), int(time_stamp[14:16]), int(time_stamp[17:19])
-    if day_ms is None or hour > 23 or minute > 59 or second > 59:
-        return None
-    time_ms = day_ms + ((hour * 60 + minute) * 60 + second) * 1000 + int(time_stamp[20:23])
-    if time_ms % period:
+    time_ms = _stamp_ms(stamp)  # the layout holds it to digits where digits go
+    if time_ms is None or time_ms % period:
         return None
     try:  # binascii.Error (a ValueError): a hex value holds something else, or is odd
         external = _external(external_text, layout)
