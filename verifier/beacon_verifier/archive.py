@@ -66,7 +66,7 @@ _INPUT = 64 * 1024
 
 _PREFIX = '{"pulse":"'
 _MIDDLE = ',"entropy":'
-_PREFIX_BYTES, _MIDDLE_BYTES = b'{"pulse":"', b'","entropy":'
+_PREFIX_BYTES, _MIDDLE_BYTES = _PREFIX.encode(), b'"' + _MIDDLE.encode()  # pulse's end quote too
 _CONTROL = re.compile(rb"[\x00-\x1f]")
 _PREFIX_LEN, _MIDDLE_LEN = len(_PREFIX), len(_MIDDLE)
 _DAY_KEYS = {"pulse", "entropy"}

@@ -293,14 +293,7 @@ def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -
         return Slot(index, error=str(exc))
     if (pulse.chain_index, pulse.pulse_index) != (chain, index):
         return Slot(index, pulse)  # reported as misplaced; its record is not its own
-    cosignature = None
-    if cosignatures:
-        try:
-            cosignature = source.get(
-                layout.pq_signature_key(chain, index), max_bytes=MAX_COSIGNATURE_BYTES
-            )
-        except TooLargeError:
-            cosignature = b"\0"  # oversized: reported as a malformed co-signature
+    cosignature = _cosignature_object(source, chain, index) if cosignatures else None
     try:
         record = source.get(layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES)
     except TooLargeError as exc:
@@ -411,7 +404,8 @@ class _DayCosignatures:
 
 
 def _cosignature_object(source: Source, chain: int, index: int) -> bytes | None:
-    """Pulse ``index``'s co-signature object (b"\\0", reported malformed, when oversized)."""
+    """Pulse ``index``'s co-signature object (b"\\0", reported as a malformed
+    co-signature, when oversized)."""
     try:
         return source.get(layout.pq_signature_key(chain, index), max_bytes=MAX_COSIGNATURE_BYTES)
     except TooLargeError:
