@@ -16,6 +16,7 @@ from beacon_verifier.format import (
     certificate_id,
     emit_pulse,
     format_timestamp,
+    load_json,
     output_value,
     parse_pulse,
     parse_timestamp,
@@ -247,6 +248,29 @@ def test_duplicate_keys_are_refused() -> None:
     assert doubled != raw
     with pytest.raises(PulseFormatError, match="appears twice"):
         parse_pulse(doubled)
+
+
+@pytest.mark.parametrize(
+    "data", [b'{"a":[1,"x"]}', b' {"a": [1, "x"]}\n', b'\t{"a":[1,"x"]}', b'{"a":[1,"x"]} ']
+)
+def test_json_is_read_with_or_without_whitespace_around_it(data: bytes) -> None:
+    assert load_json(data) == {"a": [1, "x"]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"a":1}x', "Extra data"),
+        (b'{"a":1} {}', "Extra data"),
+        (b'{"a":1,"a":2}', "appears twice"),
+        (b"", "Expecting value"),
+        (b" ", "Expecting value"),
+        (b'{"a":NaN}', "NaN is not allowed"),
+    ],
+)
+def test_json_that_is_not_one_strict_value_is_refused(data: bytes, message: str) -> None:
+    with pytest.raises(PulseFormatError, match=message):
+        load_json(data)
 
 
 def test_unknown_fields_are_refused() -> None:

@@ -67,7 +67,10 @@ _INPUT = 64 * 1024
 _PREFIX = '{"pulse":"'
 _MIDDLE = ',"entropy":'
 _PREFIX_BYTES, _MIDDLE_BYTES = _PREFIX.encode(), b'"' + _MIDDLE.encode()  # pulse's end quote too
-_CONTROL = re.compile(rb"[\x00-\x1f]")
+#: A record's text as the writer escapes it: printable ASCII (and DEL) with every
+#: quote escaped and no other escape, which JSON reads as that text with each \"
+#: made a quote.
+_QUOTES_ESCAPED = re.compile(rb'[^"\\\x00-\x1f\x80-\xff]*+(?:\\"[^"\\\x00-\x1f\x80-\xff]*+)*+')
 _PREFIX_LEN, _MIDDLE_LEN = len(_PREFIX), len(_MIDDLE)
 _DAY_KEYS = {"pulse", "entropy"}
 _PQ_KEYS = {"chainIndex", "pqSignature", "pulseIndex"}
@@ -277,15 +280,7 @@ def _quick_day_entry(number: int, line: bytes) -> ArchiveEntry | None:
     if not (record.startswith(b'"') and record.endswith(b'"}')):
         return None
     record = record[1:-2]
-    # Every quote escaped, no other escape, no control character: JSON would read
-    # exactly this text with each \" made a quote.
-    quotes = record.count(b'\\"')
-    if (
-        record.count(b'"') != quotes
-        or record.count(b"\\") != quotes
-        or not record.isascii()
-        or _CONTROL.search(record)
-    ):
+    if _QUOTES_ESCAPED.fullmatch(record) is None:
         return None
     record = record.replace(b'\\"', b'"')
     if len(record) > MAX_RECORD_BYTES:

@@ -286,6 +286,7 @@ def _reject_constant(name: str) -> None:
 _STRICT_JSON = json.JSONDecoder(
     object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
 )
+_STRICT_SCAN = _STRICT_JSON.scan_once
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -316,7 +317,13 @@ def load_json(data: bytes, *, what: str = "json", max_bytes: int = MAX_PULSE_BYT
     try:
         if text.startswith("\ufeff"):  # as json.loads says it
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        return _STRICT_JSON.decode(text)
+        # The scanner straight away, for a value that is the whole text (as written);
+        # else decode(), which allows whitespace around it or says what is wrong.
+        try:
+            value, end = _STRICT_SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        return value if end == len(text) else _STRICT_JSON.decode(text)
     except PulseFormatError:
         raise
     except json.JSONDecodeError as exc:
@@ -625,11 +632,18 @@ def parse_escaped_pulse(text: bytes, start: int) -> tuple[Pulse, int] | None:
     replay never needs them (``archive.ArchiveEntry.pulse`` makes them if asked).
     """
     m = _ESCAPED_LAYOUT.pulse.match(text, start)
-    # Unescaped, each escape (a backslash and a character) is one byte.
-    if m is None or m.end() - start - text.count(b"\\", start, m.end()) > MAX_PULSE_BYTES:
+    if m is None:
+        return None
+    # Unescaped, each escape (a backslash and a character) is one byte: they are
+    # counted only when the escaped text is over the cap (never from a beacon).
+    end = m.end()
+    if (
+        end - start > MAX_PULSE_BYTES
+        and end - start - text.count(b"\\", start, end) > MAX_PULSE_BYTES
+    ):
         return None
     pulse = _matched_pulse(m, None, _ESCAPED_LAYOUT)
-    return None if pulse is None else (pulse, m.end())
+    return None if pulse is None else (pulse, end)
 
 
 def _matched_pulse(m: re.Match[bytes], raw: bytes | None, layout: _Layout) -> Pulse | None:
