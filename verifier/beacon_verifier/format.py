@@ -286,7 +286,6 @@ def _reject_constant(name: str) -> None:
 _STRICT_JSON = json.JSONDecoder(
     object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
 )
-_STRICT_SCAN = _STRICT_JSON.scan_once
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -317,11 +316,11 @@ def load_json(data: bytes, *, what: str = "json", max_bytes: int = MAX_PULSE_BYT
     try:
         if text.startswith("\ufeff"):  # as json.loads says it
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        # The scanner straight away, for a value that is the whole text (as written);
-        # else decode(), which allows whitespace around it or says what is wrong.
+        # raw_decode for a value that is the whole text, as written; else decode(),
+        # which allows whitespace around it or says what is wrong.
         try:
-            value, end = _STRICT_SCAN(text, 0)
-        except StopIteration:
+            value, end = _STRICT_JSON.raw_decode(text)
+        except json.JSONDecodeError:
             end = -1
         return value if end == len(text) else _STRICT_JSON.decode(text)
     except PulseFormatError:
