@@ -23,7 +23,7 @@ from beacon_verifier.archive import (
     iter_day_archive,
     iter_pq_archive,
 )
-from beacon_verifier.errors import FetchError
+from beacon_verifier.errors import FetchError, PulseFormatError
 from beacon_verifier.format import emit_pulse, parse_pulse
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,6 +152,35 @@ def _agrees_with_json(line: bytes) -> ArchiveEntry:
 def test_lines_in_the_writers_shape_are_read_with_their_pulse(pulse: bytes) -> None:
     for record in (b'{"chainIndex":1,"source":"os-fallback"}', None, b""):
         assert _agrees_with_json(_line(pulse, record)).parsed is not None
+
+
+_HEX = json.loads(NIST_RAW[0])["pulse"]["outputValue"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _HEX[:126] + '"',  # the text of each of these is 128 characters
+        _HEX[:126] + "\\",
+        _HEX[:125] + '"A',
+        _HEX[:126] + "\n",
+        _HEX[:127] + "g",
+        _HEX[:126] + "  ",
+    ],
+)
+@pytest.mark.parametrize("where", ["outputValue", "link", "external"])
+def test_a_hash_that_is_not_hex_is_left_to_the_strict_path(value: str, where: str) -> None:
+    doc = json.loads(NIST_RAW[0])
+    if where == "link":
+        doc["pulse"]["listValues"][2]["value"] = value
+    elif where == "external":
+        doc["pulse"]["external"]["value"] = value
+    else:
+        doc["pulse"][where] = value
+    entry = _agrees_with_json(_line(json.dumps(doc, indent=2).encode(), None))
+    assert entry.parsed is None
+    with pytest.raises(PulseFormatError):
+        parse_pulse(entry.pulse)
 
 
 @pytest.mark.parametrize("raw", [b"\x01", b"\t", b"\x1f", b"\x7f", b"\xc3\xa9", b"\\", b'"'])

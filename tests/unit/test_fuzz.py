@@ -339,6 +339,10 @@ _HEX = DOC["pulse"]["outputValue"]
         _HEX + "00",
         _HEX[:126] + "\u0661\u0661",  # Arabic-Indic digits
         _HEX[:126] + "0x",
+        # Escapes that make the JSON text 128 characters long.
+        _HEX[:126] + '"',
+        _HEX[:126] + "\\",
+        _HEX[:125] + '"A',
     ],
 )
 @pytest.mark.parametrize("where", ["outputValue", "certificateId", "link", "external", "signature"])
