@@ -29,7 +29,10 @@ process and in J processes at once:
 The floor's J worker processes start once and keep their prepared inputs. After
 a warm-up run of each verifier mode, --runs rounds each run the four modes, each
 right after a run of its floor, so that the two see the same load: the machine
-is shared, and its speed drifts by 10% and more from minute to minute. It
+is shared, and its speed drifts by 10% and more from minute to minute. Before
+each, the files it reads in bulk (pulse objects or day archives) are read
+(untimed), so that the verifier finds them in the page cache, which this
+machine's kernel reclaims from idle files. It
 prints, as medians, pulses/s, the ratio of each run to the floor run before it
 (to the PQ floor with PQ checks), and the extrapolated time for a year of
 pulses (525,600), next to the targets of issue #6, with the load average. It
@@ -231,6 +234,17 @@ def build(pulses: int) -> Path:
 # --- timing ------------------------------------------------------------------------------
 
 
+def _warm(site: Path) -> None:
+    """Read every file under ``site``, so that the run that follows finds them in the page
+    cache: this machine's kernel reclaims page cache left idle for a minute, and a
+    run that reads from disk times the disk, not the verifier."""
+    for directory, _, files in os.walk(site):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                while f.read(1 << 20):
+                    pass
+
+
 def _verify_once(
     site: Path, jobs: int, archives: bool, pq: bool
 ) -> tuple[float, int, dict[str, Any]]:
@@ -383,6 +397,7 @@ def main() -> None:
         peaks: dict[str, list[int]] = {label: [] for label in modes}
         for _ in range(args.runs):
             for label, (site, use_archives, pq) in modes.items():
+                _warm(site / layout.ARCHIVE_ROOT if use_archives else site)
                 # The floor right before the run, so that both see the same load.
                 floor_rate = floor.rate(pq)
                 wall, peak, report = _verify_once(site, args.jobs, use_archives, pq)
