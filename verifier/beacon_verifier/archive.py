@@ -294,19 +294,14 @@ def _day_entry(number: int, line: bytes) -> ArchiveEntry:
     quick = _quick_day_entry(number, line)
     if quick is not None:
         return quick
+    text = _decode(line)
     try:
-        text = line.decode("utf-8")
-        try:
-            fields = _quick_day_fields(text)
-        except ValueError:
-            fields = None  # the strict decoder says what is wrong
-        pulse_text, entropy_text = fields or _strict_day_fields(line)
-        pulse = pulse_text.encode("utf-8")
-        entropy = None if entropy_text is None else entropy_text.encode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Line(f"not UTF-8 (byte {exc.start})") from None
-    except UnicodeEncodeError:
-        raise _Line("a string holds a lone surrogate, so it is not the text of an object") from None
+        fields = _quick_day_fields(text)
+    except ValueError:
+        fields = None  # the strict decoder says what is wrong
+    pulse_text, entropy_text = fields or _strict_day_fields(line)
+    pulse = _utf8(pulse_text, "the pulse")
+    entropy = None if entropy_text is None else _utf8(entropy_text, "the entropy record")
     if not pulse:
         raise _Line("empty pulse")
     if len(pulse) > MAX_PULSE_BYTES:
