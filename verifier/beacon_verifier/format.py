@@ -455,7 +455,8 @@ def _layout(escaped: bool) -> _Layout:
     # times faster than a class of hex digits.
     run = rb"[^\\]" if escaped else rb'[^"]'
     signature = quote + group(run + b"{2,%d}" % (2 * MAX_SIGNATURE_BYTES), True) + quote
-    number = group(rb"0|[1-9][0-9]{0,19}", True)
+    uint = rb"0|[1-9][0-9]{0,19}"  # no sign, no leading zero; its bound is checked after
+    number = group(uint, True)
     stamp = quote + rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)" + quote
 
     def hash_hex(capture: bool = True) -> bytes:
@@ -482,7 +483,7 @@ def _layout(escaped: bool) -> _Layout:
     def external(capture: bool) -> bytes:
         items = (
             ("sourceId", hash_hex(capture)),
-            ("statusCode", group(rb"0|[1-9][0-9]{0,19}", capture)),
+            ("statusCode", group(uint, capture)),
             ("value", hash_hex(capture)),
         )
         return block(4, b"{", b"}", *items)
