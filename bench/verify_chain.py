@@ -247,9 +247,9 @@ def _warm(site: Path) -> None:
 
 def _verify_once(
     site: Path, jobs: int, archives: bool, pq: bool
-) -> tuple[float, int, dict[str, Any]]:
-    """One ``beacon-verify chain`` process: wall seconds, peak RSS (KiB, the process and
-    its workers), and its JSON report."""
+) -> tuple[float, tuple[float, float], int, dict[str, Any]]:
+    """One ``beacon-verify chain`` process: wall seconds, CPU seconds (user, system), peak
+    RSS (KiB), the last two of the process and its workers, and its JSON report."""
     args = [sys.executable, "-m", "beacon_verifier.cli", "chain", str(site), "--json"]
     args += ["--jobs", str(jobs)] + ([] if archives else ["--no-archives"])
     args += [] if pq else ["--no-pq"]
@@ -262,7 +262,7 @@ def _verify_once(
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    return wall, usage.ru_maxrss, json.loads(out)
+    return wall, (usage.ru_utime, usage.ru_stime), usage.ru_maxrss, json.loads(out)
 
 
 #: Per pulse: S, the RSA signature, localRandomValue, the entropy record, and the
@@ -395,12 +395,13 @@ def main() -> None:
         rates: dict[str, list[float]] = {label: [] for label in modes}
         ratios: dict[str, list[float]] = {label: [] for label in modes}
         peaks: dict[str, list[int]] = {label: [] for label in modes}
+        cpus: dict[str, list[tuple[float, float]]] = {label: [] for label in modes}
         for _ in range(args.runs):
             for label, (site, use_archives, pq) in modes.items():
                 _warm(site / layout.ARCHIVE_ROOT if use_archives else site)
                 # The floor right before the run, so that both see the same load.
                 floor_rate = floor.rate(pq)
-                wall, peak, report = _verify_once(site, args.jobs, use_archives, pq)
+                wall, cpu, peak, report = _verify_once(site, args.jobs, use_archives, pq)
                 expected = {"valid": args.pulses} if pq else {"not checked": args.pulses}
                 if (
                     not report.get("ok")
@@ -412,6 +413,7 @@ def main() -> None:
                 rates[label].append(args.pulses / wall)
                 ratios[label].append(floor_rate * wall / args.pulses)
                 peaks[label].append(peak)
+                cpus[label].append(cpu)
     finally:
         floor.close()
     for pq, name in (
@@ -427,13 +429,16 @@ def main() -> None:
     for label in modes:
         pq = label.endswith("with PQ")
         rate, ratio = statistics.median(rates[label]), statistics.median(ratios[label])
+        user, system = (statistics.median(c[i] for c in cpus[label]) for i in (0, 1))
         if not pq:
             verdicts.append((label.split(" --")[0].strip(), rate, ratio))
         print(
             f"{label} --jobs {args.jobs}: {rate:,.0f} pulses/s (runs {_runs(rates[label])}), "
             f"{ratio:.2f} x the {'PQ floor' if pq else 'floor'} run before it "
             f"(runs {_runs(ratios[label])}), one year (525,600 pulses) in "
-            f"{YEAR_OF_PULSES / rate:.1f} s, peak RSS {max(peaks[label]) / 1024:.0f} MB"
+            f"{YEAR_OF_PULSES / rate:.1f} s, peak RSS {max(peaks[label]) / 1024:.0f} MB; "
+            f"CPU per pulse, all processes: {user / args.pulses * 1e6:.1f} µs user, "
+            f"{system / args.pulses * 1e6:.1f} µs system"
         )
     for label, rate, ratio in verdicts:
         verdict = "met" if rate >= TARGET_RATE and ratio <= TARGET_RATIO else "NOT met"
