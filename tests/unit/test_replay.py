@@ -195,6 +195,19 @@ def build_records_chain(
     return out
 
 
+def archive_item(built: BuiltPulse, record: bytes, pulse_bytes: bytes | None = None) -> ArchiveItem:
+    """The archive item of pulse ``built`` of chain 1, with its entropy ``record`` and its
+    co-signature (a day line leaves that out); ``pulse_bytes`` instead of its own bytes."""
+    return ArchiveItem(
+        time_ms=built.pulse.time_ms,
+        chain=1,
+        pulse=built.pulse.pulse_index,
+        pulse_bytes=built.data if pulse_bytes is None else pulse_bytes,
+        entropy_bytes=record,
+        cosignature_bytes=built.cosignature,
+    )
+
+
 def write_site(
     root: Path,
     chain: list[tuple[BuiltPulse, bytes]],
@@ -229,15 +242,7 @@ def write_site(
         for built, rec in chain:
             day = layout.day_of(built.pulse.time_ms)
             if day < last_day:
-                days.setdefault(day, []).append(
-                    ArchiveItem(
-                        time_ms=built.pulse.time_ms,
-                        chain=1,
-                        pulse=built.pulse.pulse_index,
-                        pulse_bytes=built.data,
-                        entropy_bytes=rec,
-                    )
-                )
+                days.setdefault(day, []).append(archive_item(built, rec))
         for day, items in days.items():
             put(layout.archive_key(day), build_day_archive(day, items))
     return root
@@ -338,13 +343,7 @@ def test_an_archive_lacking_a_pulse_the_site_has_is_reported(
 ) -> None:
     day = date(2026, 3, 2)
     items = [
-        ArchiveItem(
-            time_ms=b.pulse.time_ms,
-            chain=1,
-            pulse=b.pulse.pulse_index,
-            pulse_bytes=b.data,
-            entropy_bytes=r,
-        )
+        archive_item(b, r)
         for b, r in three_days
         if layout.day_of(b.pulse.time_ms) == day and b.pulse.pulse_index != 100
     ]
@@ -369,15 +368,7 @@ def test_a_pulse_altered_in_an_archive_fails_its_checks(
                 b'"statusCode": 0,\n    "signatureValue"', b'"statusCode": 2,\n    "signatureValue"'
             )
             assert data != b.data
-        items.append(
-            ArchiveItem(
-                time_ms=b.pulse.time_ms,
-                chain=1,
-                pulse=b.pulse.pulse_index,
-                pulse_bytes=data,
-                entropy_bytes=r,
-            )
-        )
+        items.append(archive_item(b, r, data))
     (archived / layout.archive_key(day)).write_bytes(build_day_archive(day, items))
     checks = {c for i, c in failures_of(replay_chain(LocalSource(archived))) if i == 30}
     assert {"signature", "outputValue", "statusCode"} <= checks

@@ -22,6 +22,7 @@ from tests.unit.test_builder import MINUTE
 from tests.unit.test_replay import (
     THREE_DAYS,
     CountingSource,
+    archive_item,
     build_records_chain,
     failures_of,
     write_site,
@@ -35,14 +36,7 @@ DAY1_PULSES = range(1, 73)
 
 def items_of(chain: list[tuple[BuiltPulse, bytes]], day: date) -> list[ArchiveItem]:
     return [
-        ArchiveItem(
-            time_ms=built.pulse.time_ms,
-            chain=1,
-            pulse=built.pulse.pulse_index,
-            pulse_bytes=built.data,
-            entropy_bytes=rec,
-            cosignature_bytes=built.cosignature,
-        )
+        archive_item(built, rec)
         for built, rec in chain
         if layout.day_of(built.pulse.time_ms) == day
     ]
