@@ -29,11 +29,21 @@ process and in J processes at once:
 The floor's J worker processes start once and keep their prepared inputs. After
 a warm-up run of each verifier mode, --runs rounds each run the four modes, each
 right after a run of its floor, so that the two see the same load: the machine
-is shared, and its speed drifts by 10% and more from minute to minute. Before
-each, the files it reads in bulk (pulse objects or day archives) are read
-(untimed), so that the verifier finds them in the page cache, which this
-machine's kernel reclaims from idle files. It
-prints, as medians, pulses/s, the ratio of each run to the floor run before it
+is shared, and its speed drifts by 10% and more from minute to minute.
+
+The verifier reads the chain from memory, as the floor does, and runs with its
+modules' bytecode compiled, as an installed package has it:
+
+- it reads a copy of the chain in /dev/shm (tmpfs) when there is room there.
+  This machine's kernel pages out page cache idle for about 6 s (DAMON
+  ``pageout``), so a chain on disk, even read just before, is partly read from
+  the disk again during a run: the figure would time the disk. Where there is
+  no /dev/shm, it reads the chain in place after reading every file of it;
+- the bytecode goes to build/verify_chain/pycache (PYTHONPYCACHEPREFIX), even
+  where PYTHONDONTWRITEBYTECODE is set: without it every run compiles the
+  verifier's modules again (about 80 ms here).
+
+It prints, as medians, pulses/s, the ratio of each run to the floor run before it
 (to the PQ floor with PQ checks), and the extrapolated time for a year of
 pulses (525,600), next to the targets of issue #6, with the load average. It
 asserts nothing.
@@ -53,6 +63,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -234,10 +245,32 @@ def build(pulses: int) -> Path:
 # --- timing ------------------------------------------------------------------------------
 
 
+def _in_memory(target: Path) -> Path | None:
+    """A copy of the chain ``target`` in /dev/shm (hard links kept), or None when there
+    is no /dev/shm or not room for it (twice its size, to leave the machine some)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return None
+    size = sum(
+        os.lstat(os.path.join(directory, name)).st_blocks * 512
+        for directory, _, files in os.walk(target)
+        for name in files
+    )
+    free = os.statvfs(shm)
+    if free.f_bavail * free.f_frsize < 2 * size:
+        return None
+    copy = Path(tempfile.mkdtemp(prefix="verify_chain-", dir=shm))
+    try:
+        subprocess.run(["cp", "-a", f"{target}/.", str(copy)], check=True)
+    except BaseException:
+        shutil.rmtree(copy)
+        raise
+    return copy
+
+
 def _warm(site: Path) -> None:
-    """Read every file under ``site``, so that the run that follows finds them in the page
-    cache: this machine's kernel reclaims page cache left idle for a minute, and a
-    run that reads from disk times the disk, not the verifier."""
+    """Read every file under ``site``, so that the run that follows finds most of them
+    in the page cache."""
     for directory, _, files in os.walk(site):
         for name in files:
             with open(os.path.join(directory, name), "rb") as f:
@@ -253,7 +286,12 @@ def _verify_once(
     args = [sys.executable, "-m", "beacon_verifier.cli", "chain", str(site), "--json"]
     args += ["--jobs", str(jobs)] + ([] if archives else ["--no-archives"])
     args += [] if pq else ["--no-pq"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "verifier")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "verifier")]),
+        "PYTHONPYCACHEPREFIX": str(BUILD / "pycache"),
+    }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.perf_counter()
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env) as proc:
         assert proc.stdout is not None
@@ -379,17 +417,24 @@ def main() -> None:
         f"beacon-verify chain --jobs {args.jobs}; {args.runs} rounds after a warm-up, each "
         "verifier run right after a floor run; medians"
     )
+    memory = _in_memory(target)
+    chain = target if memory is None else memory
+    print(
+        f"the verifier reads {'the chain in place' if memory is None else 'a copy'} in {chain}"
+        + (", after reading all of it before each run" if memory is None else " (tmpfs)")
+    )
     print(f"load average before: {_load()}")
     modes = {
-        "plain layout   --no-pq": (target / "plain", False, False),
-        "daily archives --no-pq": (target / "archives", True, False),
-        "plain layout   with PQ": (target / "plain", False, True),
-        "daily archives with PQ": (target / "archives", True, True),
+        "plain layout   --no-pq": (chain / "plain", False, False),
+        "daily archives --no-pq": (chain / "archives", True, False),
+        "plain layout   with PQ": (chain / "plain", False, True),
+        "daily archives with PQ": (chain / "archives", True, True),
     }
-    floor = Floor(target / "plain", args.jobs, args.pulses)
+    floor = None
     try:
+        floor = Floor(target / "plain", args.jobs, args.pulses)
         for site, use_archives, pq in modes.values():
-            _verify_once(site, args.jobs, use_archives, pq)  # warm-up: page cache, imports
+            _verify_once(site, args.jobs, use_archives, pq)  # warm-up: page cache, bytecode
         single = {pq: floor.rate(pq, processes=1) for pq in (False, True)}
         floors: dict[bool, list[float]] = {False: [], True: []}
         rates: dict[str, list[float]] = {label: [] for label in modes}
@@ -398,7 +443,8 @@ def main() -> None:
         cpus: dict[str, list[tuple[float, float]]] = {label: [] for label in modes}
         for _ in range(args.runs):
             for label, (site, use_archives, pq) in modes.items():
-                _warm(site / layout.ARCHIVE_ROOT if use_archives else site)
+                if memory is None:
+                    _warm(site / layout.ARCHIVE_ROOT if use_archives else site)
                 # The floor right before the run, so that both see the same load.
                 floor_rate = floor.rate(pq)
                 wall, cpu, peak, report = _verify_once(site, args.jobs, use_archives, pq)
@@ -415,7 +461,10 @@ def main() -> None:
                 peaks[label].append(peak)
                 cpus[label].append(cpu)
     finally:
-        floor.close()
+        if floor is not None:
+            floor.close()
+        if memory is not None:
+            shutil.rmtree(memory)
     for pq, name in (
         (False, "floor (RSA-4096 + 3 SHA-512 per pulse)"),
         (True, "PQ floor (RSA-4096 + ML-DSA-65 + 3 SHA-512 per pulse)"),
