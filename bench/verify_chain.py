@@ -251,11 +251,12 @@ def _in_memory(target: Path) -> Path | None:
     shm = Path("/dev/shm")
     if not shm.is_dir():
         return None
-    size = sum(
-        os.lstat(os.path.join(directory, name)).st_blocks * 512
-        for directory, _, files in os.walk(target)
-        for name in files
-    )
+    blocks: dict[tuple[int, int], int] = {}  # per inode: archives/ hard-links plain/'s files
+    for directory, _, files in os.walk(target):
+        for name in files:
+            st = os.lstat(os.path.join(directory, name))
+            blocks[st.st_dev, st.st_ino] = st.st_blocks
+    size = sum(blocks.values()) * 512
     free = os.statvfs(shm)
     if free.f_bavail * free.f_frsize < 2 * size:
         return None
@@ -399,8 +400,8 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _runs(values: list[float], unit: str = "") -> str:
-    return " ".join(f"{v:,.2f}{unit}" if v < 1000 else f"{v:,.0f}{unit}" for v in values)
+def _runs(values: list[float]) -> str:
+    return " ".join(f"{v:,.2f}" if v < 1000 else f"{v:,.0f}" for v in values)
 
 
 def main() -> None:
