@@ -183,6 +183,17 @@ def test_a_hash_that_is_not_hex_is_left_to_the_strict_path(value: str, where: st
         parse_pulse(entry.pulse)
 
 
+def test_signatures_of_any_length_are_read_with_their_pulse() -> None:
+    # The escaped reader looks first for RSA-4096's 1024 digits before an escaped
+    # quote, then for a run up to it; 1024 bytes may end at a later quote.
+    doc = json.loads(NIST_RAW[0])
+    signature = doc["pulse"]["signatureValue"] * 4
+    for length in [2, 256, 512, *range(960, 1040, 2), 2048, 4096]:
+        doc["pulse"]["signatureValue"] = signature[:length]
+        entry = _agrees_with_json(_line(json.dumps(doc, indent=2).encode(), None))
+        assert entry.parsed is not None, length
+
+
 @pytest.mark.parametrize("raw", [b"\x01", b"\t", b"\x1f", b"\x7f", b"\xc3\xa9", b"\\", b'"'])
 @pytest.mark.parametrize("into", ["record", "pulse"])
 def test_raw_bytes_in_a_line_are_read_as_json_reads_them(raw: bytes, into: str) -> None:

@@ -360,6 +360,22 @@ def test_fast_path_hex_edge_cases(value: str, where: str) -> None:
     _same_as_strict(_layout(doc))
 
 
+_SIGNATURE = DOC["pulse"]["signatureValue"] * 4  # 4096 digits, the most it reads
+
+
+@pytest.mark.parametrize("tail", ["", '"', "\\", "g"])
+def test_fast_path_signatures_of_any_length(tail: str) -> None:
+    # It looks first for RSA-4096's 1024 digits before a quote, then for a run up to
+    # the quote; at 1002 digits, 1024 bytes end before outputValue's opening quote.
+    doc = json.loads(RAW)
+    for length in [2, 256, 512, 873, *range(990, 1040), 2048, 4096, 4098]:
+        doc["pulse"]["signatureValue"] = _SIGNATURE[: length - len(tail)] + tail
+        data = _layout(doc)
+        _same_as_strict(data)
+        if not tail and length % 2 == 0 and length <= len(_SIGNATURE):
+            assert _fast_parse(data) is not None, length
+
+
 def test_fast_path_refuses_a_duplicate_hidden_by_a_colon() -> None:
     # A second "uri" key adds a colon; taking one away elsewhere must not hide it.
     doubled = RAW.replace(b'"version": ', b'"uri": null,\n    "version": ', 1)

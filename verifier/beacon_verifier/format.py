@@ -53,6 +53,7 @@ MAX_U32 = 2**32 - 1
 MAX_U64 = 2**64 - 1
 MAX_PULSE_BYTES = 64 * 1024
 MAX_SIGNATURE_BYTES = 2048  # RSA-16384; anything larger is not a real pulse
+RSA_4096_SIGNATURE_BYTES = 512  # the usual size, which the fast path finds quickest
 MAX_STRING_BYTES = 2048
 
 _TIMESTAMP_RE = re.compile(r"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z\Z")
@@ -450,11 +451,14 @@ def _layout(escaped: bool) -> _Layout:
     text = quote + group(printable, True) + quote
     # Hex is checked by unhexlify, which refuses anything but hex digits; the pattern
     # only finds it. A hash is any 128 bytes before a quote: a fixed run of "any
-    # byte" costs the matcher nothing per byte. A signature, of variable length, is
-    # a run up to the closing quote: a class of one character matches several
-    # times faster than a class of hex digits.
+    # byte" costs the matcher nothing per byte. A signature is of variable length,
+    # but RSA-4096's (NIST's and this beacon's) is 1024 digits: first any 1024 bytes
+    # (then the closing quote), else a run up to the closing quote, a class of one
+    # character, several times faster than a class of hex digits but 6 times slower
+    # than the fixed run.
     run = rb"[^\\]" if escaped else rb'[^"]'
-    signature = quote + group(run + b"{2,%d}" % (2 * MAX_SIGNATURE_BYTES), True) + quote
+    rsa4096 = rb"(?s:.){%d}|" % (2 * RSA_4096_SIGNATURE_BYTES)
+    signature = quote + group(rsa4096 + run + b"{2,%d}" % (2 * MAX_SIGNATURE_BYTES), True) + quote
     uint = rb"0|[1-9][0-9]{0,19}"  # no sign, no leading zero; its bound is checked after
     number = group(uint, True)
     stamp = quote + rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)" + quote
