@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from beacon_verifier import fetch, layout
+from beacon_verifier import layout, web
 from beacon_verifier.errors import FetchError
 from beacon_verifier.format import Pulse, parse_pulse
 
@@ -254,10 +254,10 @@ def test_a_server_that_trickles_hits_the_deadline(monkeypatch: pytest.MonkeyPatc
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    monkeypatch.setattr(fetch, "HTTP_DEADLINE", 1.0)
+    monkeypatch.setattr(web, "HTTP_DEADLINE", 1.0)
     try:
         with pytest.raises(FetchError, match="no complete answer within 1 s"):
-            fetch.http_get(f"http://127.0.0.1:{httpd.server_address[1]}/beacon/2.0/pulse/last")
+            web.http_get(f"http://127.0.0.1:{httpd.server_address[1]}/beacon/2.0/pulse/last")
     finally:
         stop.set()
         httpd.shutdown()
@@ -266,5 +266,5 @@ def test_a_server_that_trickles_hits_the_deadline(monkeypatch: pytest.MonkeyPatc
 
 def test_keys_from_links_never_leave_the_site() -> None:
     with pytest.raises(FetchError, match="unsafe key"):
-        fetch.HttpSource("http://127.0.0.1:9").get("beacon/2.0/../../etc/passwd")
+        web.HttpSource("http://127.0.0.1:9").get("beacon/2.0/../../etc/passwd")
     assert layout.pulse_key(1, 2) == "beacon/2.0/chain/1/pulse/2"

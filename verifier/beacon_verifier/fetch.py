@@ -8,10 +8,11 @@ Sources are hostile until checked, so every read is bounded:
 
 - every object is capped in size (``max_bytes``; ``TooLargeError`` beyond it),
   and the cap is enforced while reading, never after;
-- HTTP has a timeout per socket operation and a deadline per object, retries
-  only transient failures (connection errors, timeouts, 408/425/429/5xx) with
-  backoff, follows at most a few redirects and only to http(s), and refuses
-  content it would have to decode (``Content-Encoding``);
+- HTTP (``web.HttpSource``, imported only for an http(s) source) has a timeout
+  per socket operation and a deadline per object, retries only transient
+  failures (connection errors, timeouts, 408/425/429/5xx) with backoff, follows
+  at most a few redirects and only to http(s), and refuses content it would
+  have to decode (``Content-Encoding``);
 - S3 has connect and read timeouts and botocore's bounded retries.
 
 ``read_chunks`` streams an object in pieces (daily archives), so a large object
@@ -21,12 +22,9 @@ them again.
 
 from __future__ import annotations
 
-import http.client
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -34,17 +32,11 @@ from typing import IO, Any, Protocol
 from beacon_verifier.errors import FetchError
 
 MAX_OBJECT_BYTES = 8 * 1024 * 1024  # a pulse is ~3 KB, an index object ~90 KB at most
-HTTP_TIMEOUT = 15.0  # seconds, per connect or read
-HTTP_DEADLINE = 120.0  # seconds for one object, however slowly it trickles in
-HTTP_RETRIES = 3
-HTTP_MAX_REDIRECTS = 5
-_TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 _CHUNK = 1024 * 1024
 _O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = _O_READ | getattr(os, "O_DIRECTORY", 0)
 _MAX_DIRECTORIES = 16
 _NOT_NAMES = ("", ".", "..")  # what _check_key refuses as the last part of a key
-_USER_AGENT = "beacon-verify/0.1"
 
 
 class TooLargeError(FetchError):
@@ -73,8 +65,9 @@ def _check_key(key: str) -> str:
     return key
 
 
-def _read_capped(stream: Any, max_bytes: int, what: str, deadline: float | None = None) -> bytes:
-    """Read all of ``stream``, refusing more than ``max_bytes`` (and a passed ``deadline``)."""
+def _read_capped(stream: Any, max_bytes: int, what: str, within: float | None = None) -> bytes:
+    """Read all of ``stream``, refusing more than ``max_bytes`` (or taking over ``within`` s)."""
+    deadline = None if within is None else time.monotonic() + within
     parts: list[bytes] = []
     total = 0
     read = getattr(stream, "read1", stream.read)  # read1: whatever has arrived, not a full chunk
@@ -88,7 +81,7 @@ def _read_capped(stream: Any, max_bytes: int, what: str, deadline: float | None 
             raise TooLargeError(f"{what}: larger than {max_bytes} bytes")
         parts.append(part)
         if deadline is not None and time.monotonic() > deadline:
-            raise FetchError(f"{what}: no complete answer within {HTTP_DEADLINE:.0f} s")
+            raise FetchError(f"{what}: no complete answer within {within:.0f} s")
 
 
 def _check_complete(stream: object, what: str) -> None:
@@ -98,20 +91,19 @@ def _check_complete(stream: object, what: str) -> None:
         raise FetchError(f"{what}: the answer was cut short ({missing} bytes missing)")
 
 
-_READ_ERRORS: tuple[type[Exception], ...] = (OSError, http.client.HTTPException)
-
-
 def _chunks(
     stream: _Stream,
     max_bytes: int,
     what: str,
-    deadline: float | None,
-    errors: tuple[type[Exception], ...] = _READ_ERRORS,
+    within: float | None,
+    errors: tuple[type[Exception], ...] = (OSError,),
 ) -> Iterator[bytes]:
-    """Yield ``stream`` in pieces, refusing more than ``max_bytes``; closes it when done.
+    """Yield ``stream`` in pieces, refusing more than ``max_bytes`` (or taking over
+    ``within`` s from the first piece asked for); closes it when done.
 
     ``errors`` raised while reading (a connection that drops mid-way) become ``FetchError``.
     """
+    deadline = None if within is None else time.monotonic() + within
     total = 0
     read = getattr(stream, "read1", stream.read)
     try:
@@ -120,7 +112,7 @@ def _chunks(
             if total > max_bytes:
                 raise TooLargeError(f"{what}: larger than {max_bytes} bytes")
             if deadline is not None and time.monotonic() > deadline:
-                raise FetchError(f"{what}: no complete answer within {HTTP_DEADLINE:.0f} s")
+                raise FetchError(f"{what}: no complete answer within {within:.0f} s")
             yield part
         _check_complete(stream, what)
     except errors as exc:
@@ -221,96 +213,6 @@ class LocalSource:
         return None if found is None else _chunks(found[0], max_bytes, found[1], None)
 
 
-class _SafeRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow at most ``HTTP_MAX_REDIRECTS`` redirects, and only to http(s)."""
-
-    max_redirections = HTTP_MAX_REDIRECTS
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
-            raise FetchError(f"{req.full_url}: redirected to a non-http(s) URL {newurl[:80]!r}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_OPENER = urllib.request.build_opener(_SafeRedirects)
-
-
-def _http_open(url: str) -> Any | None:
-    """The response to GET ``url``; None on 404/410. Retries transient failures with backoff."""
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise FetchError(f"{url}: not an http(s) URL")
-    delay = 0.5
-    for attempt in range(HTTP_RETRIES):
-        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})  # noqa: S310
-        try:
-            response = _OPENER.open(request, timeout=HTTP_TIMEOUT)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code in (404, 410):
-                return None
-            if exc.code not in _TRANSIENT_HTTP or attempt == HTTP_RETRIES - 1:
-                raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            if attempt == HTTP_RETRIES - 1:
-                reason = getattr(exc, "reason", exc)
-                raise FetchError(f"{url}: {reason}") from None
-        except ValueError as exc:  # e.g. a malformed URL or port
-            raise FetchError(f"{url}: {exc}") from None
-        else:
-            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
-                response.close()
-                raise FetchError(f"{url}: served with Content-Encoding {encoding[:20]!r}")
-            return response
-        time.sleep(delay)
-        delay *= 2
-    raise FetchError(f"{url}: no answer")  # pragma: no cover - the loop returns or raises
-
-
-def http_get(url: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
-    """GET ``url``; None on 404/410. Bounded in size and time; retries transient failures."""
-    response = _http_open(url)
-    if response is None:
-        return None
-    try:
-        return _read_capped(response, max_bytes, url, time.monotonic() + HTTP_DEADLINE)
-    except _READ_ERRORS as exc:  # reset, timed out or cut short mid-body
-        raise FetchError(f"{url}: {getattr(exc, 'strerror', None) or exc!r}") from None
-    finally:
-        response.close()
-
-
-class HttpSource:
-    """A site served over http(s)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
-
-    def describe(self) -> str:
-        return self.base_url
-
-    def __reduce__(self) -> tuple[type[HttpSource], tuple[str]]:
-        return (HttpSource, (self.base_url,))
-
-    def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
-        return http_get(f"{self.base_url}/{_check_key(key)}", max_bytes=max_bytes)
-
-    def stream(self, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
-        url = f"{self.base_url}/{_check_key(key)}"
-        response = _http_open(url)
-        if response is None:
-            return None
-        return _chunks(response, max_bytes, url, time.monotonic() + HTTP_DEADLINE)
-
-
 class S3Source:
     """A site in an S3 bucket (needs the optional ``boto3`` extra)."""
 
@@ -398,6 +300,8 @@ def open_source(spec: str) -> Source:
     if parsed.scheme in ("http", "https"):
         if not parsed.netloc:
             raise FetchError(f"{spec}: an http(s) source needs a host")
+        from beacon_verifier.web import HttpSource
+
         return HttpSource(spec)
     if parsed.scheme == "s3":
         if not parsed.netloc:
@@ -417,6 +321,8 @@ def read_location(location: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes:
     """Read one object given as a file path or an http(s) URL. Missing → ``FetchError``."""
     parsed = urllib.parse.urlsplit(location)
     if parsed.scheme in ("http", "https"):
+        from beacon_verifier.web import http_get
+
         data = http_get(location, max_bytes=max_bytes)
         if data is None:
             raise FetchError(f"{location}: not found")
@@ -439,6 +345,8 @@ def site_root_of(location: str) -> Source | None:
     root = location[: location.index(marker)]
     parsed = urllib.parse.urlsplit(location)
     if parsed.scheme in ("http", "https"):
+        from beacon_verifier.web import HttpSource
+
         return HttpSource(root)
     path = Path(root or "/")
     return LocalSource(path) if path.is_dir() else None
