@@ -113,3 +113,26 @@ def test_pip_install_into_empty_venv(tmp_path: Path) -> None:
         [py, "-c", "import beacon"], capture_output=True, check=False, env=env, cwd=tmp_path
     )
     assert no_beacon.returncode != 0
+
+
+def test_the_http_stack_is_imported_only_for_an_http_source(tmp_path: Path) -> None:
+    # Every start of beacon-verify pays for what it imports; most read a directory.
+    probe = (
+        "import sys\n"
+        "from beacon_verifier import cli, fetch\n"
+        "heavy = ('urllib.request', 'http.client', 'ssl')\n"
+        "print(*[m in sys.modules for m in heavy])\n"
+        "fetch.open_source(sys.argv[1])\n"
+        "print(*[m in sys.modules for m in heavy])\n"
+        "fetch.open_source('http://127.0.0.1:9/')\n"
+        "print(*[m in sys.modules for m in heavy])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "verifier")])}
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.splitlines()
+    assert out == ["False False False", "False False False", "True True True"]
