@@ -28,8 +28,10 @@ process and in J processes at once:
 
 The floor's J worker processes start once and keep their prepared inputs. After
 a warm-up run of each verifier mode, --runs rounds each run the four modes, each
-right after a run of its floor, so that the two see the same load: the machine
-is shared, and its speed drifts by 10% and more from minute to minute.
+between two runs of its floor, and compare it with the mean of the two (their
+mean time): the machine is shared, and its speed drifts by 10% and more from
+minute to minute, so a floor run next to it sees the load the verifier saw, and
+the two around it cancel a drift that goes one way.
 
 The verifier reads the chain from memory, as the floor does, and runs with its
 modules' bytecode compiled, as an installed package has it:
@@ -43,7 +45,7 @@ modules' bytecode compiled, as an installed package has it:
   where PYTHONDONTWRITEBYTECODE is set: without it every run compiles the
   verifier's modules again (about 80 ms here).
 
-It prints, as medians, pulses/s, the ratio of each run to the floor run before it
+It prints, as medians, pulses/s, the ratio of each run to the floor runs around it
 (to the PQ floor with PQ checks), and the extrapolated time for a year of
 pulses (525,600), next to the targets of issue #6, with the load average. It
 asserts nothing.
@@ -279,6 +281,22 @@ def _warm(site: Path) -> None:
                     pass
 
 
+#: Runs the verifier and reports its wall time and resource usage. The peak RSS must
+#: be the verifier's own: a process forked from the bench would count the bench's
+#: memory as its own (the kernel keeps the forked memory's high-water mark across
+#: exec), so the verifier is started from this small launcher instead.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+with subprocess.Popen(sys.argv[1:], stderr=subprocess.DEVNULL) as proc:
+    # wait4 gives this child's own rusage, its reaped workers' included.
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+wall = time.perf_counter() - started
+print(json.dumps([wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss]), file=sys.stderr)
+"""
+
+
 def _verify_once(
     site: Path, jobs: int, archives: bool, pq: bool
 ) -> tuple[float, tuple[float, float], int, dict[str, Any]]:
@@ -293,15 +311,11 @@ def _verify_once(
         "PYTHONPYCACHEPREFIX": str(BUILD / "pycache"),
     }
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    started = time.perf_counter()
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env) as proc:
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        # wait4 gives this child's own rusage, its reaped workers' included.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    return wall, (usage.ru_utime, usage.ru_stime), usage.ru_maxrss, json.loads(out)
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *args], capture_output=True, env=env, check=True
+    )
+    wall, user, system, peak = json.loads(done.stderr.splitlines()[-1])
+    return wall, (user, system), peak, json.loads(done.stdout)
 
 
 #: Per pulse: S, the RSA signature, localRandomValue, the entropy record, and the
@@ -407,7 +421,7 @@ def _runs(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pulses", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3, help="rounds of timed runs (median)")
+    parser.add_argument("--runs", type=int, default=5, help="rounds of timed runs (median)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     target = build(args.pulses)
@@ -416,7 +430,7 @@ def main() -> None:
         f"verify_chain: {args.pulses} pulses signed with RSA-4096 and co-signed with ML-DSA-65, "
         f"60 s apart, {archives} daily archives (and as many PQ archives); "
         f"beacon-verify chain --jobs {args.jobs}; {args.runs} rounds after a warm-up, each "
-        "verifier run right after a floor run; medians"
+        "verifier run between two floor runs; medians"
     )
     memory = _in_memory(target)
     chain = target if memory is None else memory
@@ -443,12 +457,20 @@ def main() -> None:
         peaks: dict[str, list[int]] = {label: [] for label in modes}
         cpus: dict[str, list[tuple[float, float]]] = {label: [] for label in modes}
         for _ in range(args.runs):
+            # Each run sits between two floor runs; the one after a run is the one
+            # before the next run against the same floor.
+            last_floor: dict[bool, float] = {}
             for label, (site, use_archives, pq) in modes.items():
                 if memory is None:
                     _warm(site / layout.ARCHIVE_ROOT if use_archives else site)
-                # The floor right before the run, so that both see the same load.
-                floor_rate = floor.rate(pq)
+                if pq not in last_floor:
+                    last_floor[pq] = floor.rate(pq)
+                    floors[pq].append(last_floor[pq])
+                before = last_floor[pq]
                 wall, cpu, peak, report = _verify_once(site, args.jobs, use_archives, pq)
+                after = last_floor[pq] = floor.rate(pq)
+                floors[pq].append(after)
+                floor_rate = 2 / (1 / before + 1 / after)  # the mean of their times
                 expected = {"valid": args.pulses} if pq else {"not checked": args.pulses}
                 if (
                     not report.get("ok")
@@ -456,7 +478,6 @@ def main() -> None:
                     or report.get("pqSignatures") != expected
                 ):
                     print(f"  {label}: unexpected report: {json.dumps(report)[:300]}")
-                floors[pq].append(floor_rate)
                 rates[label].append(args.pulses / wall)
                 ratios[label].append(floor_rate * wall / args.pulses)
                 peaks[label].append(peak)
@@ -484,7 +505,7 @@ def main() -> None:
             verdicts.append((label.split(" --")[0].strip(), rate, ratio))
         print(
             f"{label} --jobs {args.jobs}: {rate:,.0f} pulses/s (runs {_runs(rates[label])}), "
-            f"{ratio:.2f} x the {'PQ floor' if pq else 'floor'} run before it "
+            f"{ratio:.2f} x the {'PQ floor' if pq else 'floor'} runs around it "
             f"(runs {_runs(ratios[label])}), one year (525,600 pulses) in "
             f"{YEAR_OF_PULSES / rate:.1f} s, peak RSS {max(peaks[label]) / 1024:.0f} MB; "
             f"CPU per pulse, all processes: {user / args.pulses * 1e6:.1f} µs user, "
