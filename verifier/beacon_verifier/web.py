@@ -1,7 +1,7 @@
 """Getting bytes from a beacon site served over http(s): ``HttpSource`` and ``http_get``.
 
 Apart from ``fetch`` so that reading a local directory or a bucket does not import
-the HTTP stack (``urllib.request``, ``http.client``, ``ssl``: about 20 ms at each
+the HTTP stack (``urllib.request``, ``http.client``, ``ssl``: about 12 ms at each
 start of the command line); ``fetch.open_source`` imports this module for an
 http(s) source.
 
