@@ -23,7 +23,8 @@ on the same pulses, inputs prepared beforehand (no reading, no parsing), in one
 process and in J processes at once:
 
 - the floor: the RSA-4096 verification of S and the SHA-512 computations the
-  checks need (outputValue, the precommitment, the entropy record);
+  checks need (outputValue, the precommitment, the entropy record), S hashed once
+  for both the signature and outputValue, as the verifier does;
 - the PQ floor: the same plus the ML-DSA-65 verification of the co-signature.
 
 The floor's J worker processes start once and keep their prepared inputs. After
@@ -76,7 +77,7 @@ from beacon_verifier.format import canonical_json, parse_pulse, signing_input
 from beacon_verifier.pq import CONTEXT, parse_cosignature, parse_key_document
 from beacon_verifier.timeindex import TimeEntry
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, utils
 
 from beacon.entropy.record import fallback_record
 from beacon.publish.archives import ArchiveItem, build_day_archive, build_pq_archive
@@ -350,18 +351,20 @@ def _floor_inputs(site: Path, first: int, count: int) -> tuple[Any, Any, list[Fl
 
 
 def _floor_loop(public_key: Any, pq_key: Any | None, items: list[FloorItem]) -> None:
-    """The work no verifier can skip: the RSA verification of S, and the SHA-512 of
-    outputValue (S ‖ signature), of the precommitment (localRandomValue) and of the
-    entropy record; with ``pq_key``, the ML-DSA-65 verification of S ‖ signature too."""
-    pad, sha512 = padding.PKCS1v15(), hashes.SHA512()
+    """The work no verifier can skip: SHA-512 of S, once, for the RSA verification of S
+    (given its digest) and for outputValue (S ‖ signature, from the same state), and
+    the SHA-512 of the precommitment (localRandomValue) and of the entropy record;
+    with ``pq_key``, the ML-DSA-65 verification of S ‖ signature too."""
+    pad, prehashed = padding.PKCS1v15(), utils.Prehashed(hashes.SHA512())
     for signed, signature, local_random_value, record, pq_signature in items:
-        public_key.verify(signature, signed, pad, sha512)
-        both = signed + signature
-        hashlib.sha512(both).digest()
+        hashed = hashlib.sha512(signed)
+        public_key.verify(signature, hashed.digest(), pad, prehashed)
+        hashed.update(signature)
+        hashed.digest()
         hashlib.sha512(local_random_value).digest()
         hashlib.sha512(record).digest()
         if pq_key is not None:
-            pq_key.verify(pq_signature, both, CONTEXT)
+            pq_key.verify(pq_signature, signed + signature, CONTEXT)
 
 
 def _floor_worker(site: Path, first: int, count: int, conn: Any) -> None:
