@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from beacon_verifier.checks import ChainReport
@@ -41,10 +42,17 @@ def run_beacon(
     )
 
 
-def start_beacon(
+@contextmanager
+def beacon_running(
     cwd: Path, args: Sequence[str], *, env: Mapping[str, str] | None = None
-) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+) -> Iterator[subprocess.Popen[str]]:
+    """Start ``beacon ARGS`` in ``cwd`` (stdout and stderr piped, as text) for the block.
+
+    The block stops it as the test needs (a signal, ``beacon stop``, or letting
+    ``--count`` run out) and reads its output with ``communicate``. Whatever way
+    the block ends, a process still running then is killed, and it is reaped.
+    """
+    proc = subprocess.Popen(
         [sys.executable, "-m", "beacon.cli", *args],
         cwd=cwd,
         env=beacon_env(env),
@@ -52,6 +60,12 @@ def start_beacon(
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
 
 
 def run_verify(

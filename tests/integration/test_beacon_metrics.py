@@ -18,7 +18,7 @@ from beacon_verifier import layout
 from prometheus_client.parser import text_string_to_metric_families
 
 from beacon.lease import LEASE_KEY
-from tests.beacon_proc import ROOT, run_beacon, start_beacon
+from tests.beacon_proc import ROOT, beacon_running, run_beacon
 
 pytestmark = pytest.mark.integration
 
@@ -125,10 +125,9 @@ def test_scraped_while_running_agrees_with_site_and_status(
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     args = ["run", "--period", "1", "--count", str(count), "--metrics-port", str(port)]
-    proc = start_beacon(tmp_path, args, env=env)
     site = tmp_path / "public"
     checked = 0
-    try:
+    with beacon_running(tmp_path, args, env=env) as proc:
         seen = None
         deadline = time.monotonic() + 180
         while proc.poll() is None and time.monotonic() < deadline:
@@ -152,10 +151,6 @@ def test_scraped_while_running_agrees_with_site_and_status(
             assert json.loads(before)["lease"]["holder"] == lease["holder"]
             checked += 1
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert checked >= 2, err
     final = json.loads((site / "status.json").read_bytes())
@@ -172,18 +167,13 @@ def test_scraped_while_running_agrees_with_site_and_status(
 
 
 def test_nothing_listens_by_default(tmp_path: Path) -> None:
-    proc = start_beacon(tmp_path, ["run", "--period", "1", "--count", "3"], env=FAST)
-    try:
+    with beacon_running(tmp_path, ["run", "--period", "1", "--count", "3"], env=FAST) as proc:
         deadline = time.monotonic() + 60
         while read_status(tmp_path / "public") is None:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         assert listening(proc.pid) == set()
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "metrics" not in err.lower()
     # The same figures reach status.json with the endpoint off.
@@ -270,8 +260,7 @@ def test_ipv6_loopback_is_served(tmp_path: Path) -> None:
         pytest.skip("no IPv6 loopback on this host")
     port = free_port()
     args = ["run", "--period", "1", "--count", "3", "--metrics-port", str(port)]
-    proc = start_beacon(tmp_path, [*args, "--metrics-address", "::1"], env=FAST)
-    try:
+    with beacon_running(tmp_path, [*args, "--metrics-address", "::1"], env=FAST) as proc:
         deadline = time.monotonic() + 60
         while read_status(tmp_path / "public") is None:
             assert proc.poll() is None and time.monotonic() < deadline
@@ -279,8 +268,4 @@ def test_ipv6_loopback_is_served(tmp_path: Path) -> None:
         got = scrape(f"http://[::1]:{port}/metrics")
         assert got[("beacon_pulses_emitted_total", (("source", "os-fallback"),))] >= 1
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
     assert proc.returncode == 0, err

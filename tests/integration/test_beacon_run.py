@@ -4,14 +4,13 @@ qiskit-aer jobs, a local site, and a chain that beacon-verify accepts."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 
 import pytest
 from beacon_verifier import layout
 
-from tests.beacon_proc import run_beacon, run_verify, start_beacon
+from tests.beacon_proc import beacon_running, run_beacon, run_verify
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +39,8 @@ def test_twenty_pulses_on_defaults_verify_as_one_chain(tmp_path: Path) -> None:
 
 def test_status_and_stop_final(tmp_path: Path) -> None:
     env = {"BEACON_ENTROPY_SOURCE": "os", "BEACON_KEY_BITS": "2048"}
-    proc = start_beacon(tmp_path, ["run", "--period", "1"], env=env)
-    try:
-        site = tmp_path / "public"
+    site = tmp_path / "public"
+    with beacon_running(tmp_path, ["run", "--period", "1"], env=env) as proc:
         deadline = time.monotonic() + 30
         while not (site / layout.LAST_KEY).exists():
             assert time.monotonic() < deadline
@@ -55,10 +53,6 @@ def test_status_and_stop_final(tmp_path: Path) -> None:
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         # The lock is released last; the interpreter still has to exit after it.
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
     assert proc.returncode == 0
     last = json.loads((site / layout.LAST_KEY).read_bytes())["pulse"]
     assert last["statusCode"] & 8

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from beacon_verifier import layout
 
-from tests.beacon_proc import run_verify, start_beacon
+from tests.beacon_proc import beacon_running, run_verify
 from tests.integration.s3server import SeaweedS3Server
 
 pytestmark = pytest.mark.integration
@@ -48,12 +48,13 @@ def test_same_object_names_as_local_and_verifies(
     (tmp_path / "s3").mkdir()
     (tmp_path / "local").mkdir()
     args = ["run", "--period", "1", "--count", "30"]
-    to_s3 = start_beacon(tmp_path / "s3", args, env=s3_running.beacon_env(key_prefix))
-    to_dir = start_beacon(
-        tmp_path / "local", args, env={"BEACON_ENTROPY_SOURCE": "os", "BEACON_KEY_BITS": "2048"}
-    )
-    s3_out, s3_err = to_s3.communicate(timeout=180)
-    _, dir_err = to_dir.communicate(timeout=180)
+    local_env = {"BEACON_ENTROPY_SOURCE": "os", "BEACON_KEY_BITS": "2048"}
+    with (
+        beacon_running(tmp_path / "s3", args, env=s3_running.beacon_env(key_prefix)) as to_s3,
+        beacon_running(tmp_path / "local", args, env=local_env) as to_dir,
+    ):
+        s3_out, s3_err = to_s3.communicate(timeout=180)
+        _, dir_err = to_dir.communicate(timeout=180)
     assert to_s3.returncode == 0, s3_err
     assert to_dir.returncode == 0, dir_err
     s3_keys = _keys(s3_running, key_prefix)
@@ -78,14 +79,12 @@ def test_store_outage_delays_but_loses_nothing(
     tmp_path: Path, s3_running: SeaweedS3Server, key_prefix: str
 ) -> None:
     env = s3_running.beacon_env(key_prefix)
-    proc = start_beacon(tmp_path, ["run", "--period", "1"], env=env)
-    try:
+    with beacon_running(tmp_path, ["run", "--period", "1"], env=env) as proc:
         time.sleep(4)
         s3_running.stop()
         time.sleep(5)  # several periods with the store down
         s3_running.start()
         time.sleep(8)  # backoff, then the outbox drains in order
-    finally:
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

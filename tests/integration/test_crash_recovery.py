@@ -15,7 +15,7 @@ import pytest
 from beacon_verifier import layout
 from beacon_verifier.format import parse_pulse
 
-from tests.beacon_proc import replay, run_beacon, start_beacon
+from tests.beacon_proc import beacon_running, replay, run_beacon
 
 pytestmark = pytest.mark.integration
 
@@ -66,10 +66,10 @@ def test_sigkill_at_failpoint_then_restart(tmp_path: Path, point: str, committed
 def test_sigkill_at_random_moments(tmp_path: Path) -> None:
     rng = random.Random(20261121)
     for _ in range(4):
-        proc = start_beacon(tmp_path, ["run", "--period", "1"], env=OS_SOURCE)
-        time.sleep(rng.uniform(1.5, 3.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        with beacon_running(tmp_path, ["run", "--period", "1"], env=OS_SOURCE) as proc:
+            time.sleep(rng.uniform(1.5, 3.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
         time.sleep(2.1)  # stay down long enough to miss at least one boundary
     final = run_beacon(tmp_path, ["run", "--period", "1", "--count", "2"], env=OS_SOURCE)
     assert final.returncode == 0, final.stderr
@@ -82,8 +82,7 @@ def test_sigkill_at_random_moments(tmp_path: Path) -> None:
 
 
 def test_second_process_on_the_same_state_refuses(tmp_path: Path) -> None:
-    first = start_beacon(tmp_path, ["run", "--period", "1"], env=OS_SOURCE)
-    try:
+    with beacon_running(tmp_path, ["run", "--period", "1"], env=OS_SOURCE) as first:
         deadline = time.monotonic() + 30
         while not (tmp_path / "public" / layout.LAST_KEY).exists():
             assert time.monotonic() < deadline, "first beacon did not publish"
@@ -93,7 +92,6 @@ def test_second_process_on_the_same_state_refuses(tmp_path: Path) -> None:
         assert "another beacon" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
         assert "Traceback" not in second.stderr
-    finally:
         first.send_signal(signal.SIGTERM)
         _, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
