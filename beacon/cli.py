@@ -71,7 +71,8 @@ def make_source(settings: Settings) -> EntropySource:
 
     A quantum source that cannot even be set up (qiskit missing, no IBM
     credentials) leaves the beacon running on the OS source, loudly: every
-    record then says ``os-fallback`` with this reason.
+    record then says ``os-fallback`` with this reason. A configuration that
+    no harvest could ever succeed with raises ``ConfigError`` instead.
     """
     from beacon.entropy.os_source import OsSource
 
@@ -161,12 +162,13 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         raise BeaconError("--count must be at least 1")
     if settings.metrics_port:
         require_prometheus_client()  # before the identity or any pulse
+    source = with_entropy_faults(make_source(settings))  # i26: first, it may refuse the config
     signer = _signer_for_run(settings)
     beacon = Beacon(
         settings=settings,
         signer=signer,
         clock=SystemClock(),
-        source=with_entropy_faults(make_source(settings)),  # unchanged unless SOAK_FAULT_DIR
+        source=source,  # unchanged unless SOAK_FAULT_DIR
         fallback=lambda reason: OsSource(reason=reason),
         publisher=make_publisher(settings),
         count=args.count,
@@ -221,6 +223,8 @@ def _cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from beacon.entropy.ibm_source import harvest_report  # i26
+
     state = State(settings.state_path, readonly=True)
     try:
         head = state.head()
@@ -242,6 +246,7 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                 k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("source:")
             },
         }
+        info.update(harvest_report(settings))  # i26: pool level, last harvest and its result
     finally:
         state.close()
     if args.json:

@@ -50,6 +50,7 @@ class Settings:
     pool_max_age_hours: float = 48.0  # discard unused bits older than this
     qpu_seconds_per_day: float = 20.0  # QPU budget per UTC day
     job_qpu_seconds_estimate: float = 10.0  # charged per job until IBM reports its usage
+    harvest_failing_after: int = 3  # failed harvests in a row before status says degraded
     publisher: str = "local"
     s3_bucket: str = ""
     s3_prefix: str = ""
@@ -145,6 +146,10 @@ def validate(s: Settings) -> Settings:
         raise ConfigError(
             "pool_low_water_draws and qpu_seconds_per_day must be 0 or more, "
             "pool_max_age_hours and job_qpu_seconds_estimate positive"
+        )
+    if s.harvest_failing_after < 1:
+        raise ConfigError(
+            f"harvest_failing_after must be at least 1, got {s.harvest_failing_after}"
         )
     if s.s3_object_lock_days < 0:
         raise ConfigError("s3_object_lock_days must be 0 or more")

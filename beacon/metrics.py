@@ -69,6 +69,8 @@ class Snapshot:
     health_failures: int
     pool_usable_draws: int | None
     pool_oldest_age: float | None  # seconds; None without a pool or a usable batch
+    harvest_failures: int | None  # harvests failed in a row; None without a pool
+    harvest_failing: bool | None  # as many in a row as harvest_failing_after, or more
     lease_role: str
     lease_holder: str | None
 
@@ -101,6 +103,7 @@ class Metrics:
         self._pool_rejected = 0
         self._pool_draws: int | None = None
         self._pool_oldest_at: float | None = None
+        self._harvest: tuple[int, bool] | None = None
         self._lease: tuple[str, str | None] = ("standby", None)
 
     # --- feeding ------------------------------------------------------------------
@@ -146,7 +149,10 @@ class Metrics:
         """
         draws = pool.get("usableDraws")
         batches = pool.get("batches")
+        failures, failing = pool.get("consecutiveHarvestFailures"), pool.get("harvestFailing")
         with self._lock:
+            if isinstance(failures, int) and isinstance(failing, bool):
+                self._harvest = (failures, failing)
             if isinstance(draws, int):
                 self._pool_draws = draws
                 oldest = pool.get("oldestUsableHarvestedAt")
@@ -179,6 +185,8 @@ class Metrics:
                 health_failures=self._health_failures + self._pool_rejected,
                 pool_usable_draws=self._pool_draws,
                 pool_oldest_age=None if oldest is None else max(0.0, self._now() - oldest),
+                harvest_failures=None if self._harvest is None else self._harvest[0],
+                harvest_failing=None if self._harvest is None else self._harvest[1],
                 lease_role=self._lease[0],
                 lease_holder=self._lease[1],
             )
@@ -287,6 +295,21 @@ def prometheus_families(snap: Snapshot) -> list[Metric]:
                 "beacon_pool_oldest_usable_age_seconds",
                 "Age of the oldest usable pooled batch (discarded at pool_max_age_hours).",
                 value=snap.pool_oldest_age,
+            )
+        )
+    if snap.harvest_failures is not None:
+        families.append(
+            GaugeMetricFamily(
+                "beacon_quantum_harvest_consecutive_failures",
+                "Quantum harvests (pool jobs) that failed in a row; 0 after a good one.",
+                value=snap.harvest_failures,
+            )
+        )
+        families.append(
+            GaugeMetricFamily(
+                "beacon_quantum_harvest_failing",
+                "1 once harvest_failing_after harvests in a row have failed, else 0.",
+                value=1.0 if snap.harvest_failing else 0.0,
             )
         )
     return families

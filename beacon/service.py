@@ -36,6 +36,7 @@ from beacon_verifier.format import format_timestamp, parse_pulse
 from beacon.clock import Clock, boundary_at_or_before
 from beacon.config import Settings
 from beacon.entropy import EntropyDraw, EntropySource, ReleasesBatches, ReportsPool
+from beacon.entropy.harvest import degraded as harvest_degraded
 from beacon.errors import (
     AlreadyPublishedError,
     BeaconError,
@@ -420,6 +421,7 @@ class Beacon:
             except EntropyError as exc:
                 status["pool"] = {"error": str(exc)}
         status.update(self._metrics_status(state, status.get("pool")))
+        status["degraded"] = harvest_degraded(status.get("pool"))  # i26: merge with others
         self.publisher.put_mutable(
             STATUS_KEY,
             json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",

@@ -16,7 +16,18 @@ collected afterwards with ``service.job(id)``.
 
 With ``channel="local"`` the same code runs against qiskit-ibm-runtime's
 local testing mode and a fake backend: no credentials, records of kind
-``quantum-simulator``. qiskit is imported only when a source is constructed.
+``quantum-simulator``. The circuit is transpiled to the fake backend's ISA and
+run, through the same sampler, on ``fake_backend_simulator`` of it (an
+``AerSimulator`` on the stabilizer method, the same the local source uses), so
+every fake backend fits in memory, 156 qubits included; a two-shot job at
+construction proves it. qiskit is imported only when a source is constructed.
+
+A configuration no harvest can ever succeed with (an unknown backend, more
+qubits than it has, a local simulation that fails, a daily budget smaller than
+one job) is a ``ConfigError`` from the constructor: ``beacon run`` stops at
+start-up rather than run on OS bits under a quantum label. Every harvest that
+fails later is recorded in the pool; ``beacon.entropy.harvest`` turns the run
+of failures into the status, metrics and log signals.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from beacon_verifier.format import format_timestamp
+
 from beacon.config import Settings
 from beacon.entropy import (
     QUANTUM_HARDWARE,
@@ -34,6 +47,12 @@ from beacon.entropy import (
     EntropyDraw,
     RawBatch,
     random_bytes,
+)
+from beacon.entropy.harvest import (
+    DEFAULT_FAILING_AFTER,
+    HarvestAlarm,
+    one_line,
+    summary,
 )
 from beacon.entropy.health import HealthConfig, run_health_tests
 from beacon.entropy.pool import (
@@ -46,13 +65,14 @@ from beacon.entropy.pool import (
 )
 from beacon.entropy.qiskit_source import (
     check_job_size,
+    fake_backend_simulator,
     job_bits,
     job_id_of,
     submit_sampler_job,
     transpile_for,
 )
 from beacon.entropy.record import OS_BITS_BYTES, Provenance, quantum_record, seal
-from beacon.errors import EntropyError
+from beacon.errors import ConfigError, EntropyError
 
 #: Shots per hardware job: 127 qubits x 20,000 shots ~ 2.5 Mbit, about a day
 #: of 60 s pulses at ~1,300 bits each, for roughly 10 QPU-seconds.
@@ -99,8 +119,11 @@ def connect(
 def pick_backend(service: Any, name: str | None, min_qubits: int | None) -> Any:
     """The backend called ``name``, else the least busy operational one.
 
-    Raises ``EntropyError`` when there is no such backend.
+    Raises ``ConfigError`` when the service knows no backend of that name,
+    ``EntropyError`` when it cannot say (e.g. it cannot be reached).
     """
+    from qiskit.providers.exceptions import QiskitBackendNotFoundError
+
     try:
         with warnings.catch_warnings():
             # Local mode instantiates every fake backend; some warn that their
@@ -111,8 +134,33 @@ def pick_backend(service: Any, name: str | None, min_qubits: int | None) -> Any:
             if getattr(service, "is_local", False):
                 return service.least_busy(min_num_qubits=min_qubits)
         return service.least_busy(min_num_qubits=min_qubits, operational=True)
+    except QiskitBackendNotFoundError as exc:
+        if name:
+            raise ConfigError(
+                f"no IBM Quantum backend {name!r} on this channel: {one_line(str(exc))}"
+            ) from None
+        raise EntropyError(f"no IBM Quantum backend (least busy): {exc}") from exc
     except Exception as exc:
         raise EntropyError(f"no IBM Quantum backend {name or '(least busy)'}: {exc}") from exc
+
+
+def check_budget(qpu_seconds_per_day: float, job_qpu_seconds_estimate: float) -> None:
+    """Raise ``ConfigError`` when the daily QPU budget cannot pay for a single job."""
+    if qpu_seconds_per_day < job_qpu_seconds_estimate:
+        raise ConfigError(
+            f"qpu_seconds_per_day ({qpu_seconds_per_day:g}) is smaller than one job"
+            f" (job_qpu_seconds_estimate {job_qpu_seconds_estimate:g}): no harvest could ever run"
+        )
+
+
+def policy_for(settings: Settings) -> PoolPolicy:
+    """The pool policy of the beacon's configuration."""
+    return PoolPolicy(
+        low_water_draws=settings.pool_low_water_draws,
+        max_age_seconds=settings.pool_max_age_hours * 3600.0,
+        qpu_seconds_per_day=settings.qpu_seconds_per_day,
+        job_qpu_seconds_estimate=settings.job_qpu_seconds_estimate,
+    )
 
 
 #: File name of the pool inside the beacon's data directory.
@@ -125,9 +173,12 @@ class IbmQuantumSource:
     ``service`` may be passed in (e.g. ``QiskitRuntimeService(channel="local")``);
     otherwise ``connect(channel, token=..., instance=...)`` makes one.
     ``backend`` names the backend (least busy when None); ``qubits`` defaults
-    to all of its qubits. ``urandom`` and ``clock`` are injectable for tests.
-    The constructor connects, picks the backend and transpiles; it raises
-    ``EntropyError`` when any of that fails and ``ValueError`` for bad sizes.
+    to all of its qubits. ``failing_after`` failed harvests in a row make the
+    source report itself failing. ``urandom`` and ``clock`` are injectable for
+    tests. The constructor checks the budget, connects, picks the backend,
+    transpiles, and in local mode runs a two-shot job; it raises
+    ``ConfigError`` when no harvest could ever succeed (see the module),
+    ``EntropyError`` when the rest fails, and ``ValueError`` for bad sizes.
     """
 
     name = "qiskit-ibm"
@@ -145,10 +196,12 @@ class IbmQuantumSource:
         service: Any | None = None,
         health: HealthConfig | None = None,
         result_timeout: float | None = None,
+        failing_after: int = DEFAULT_FAILING_AFTER,
         urandom: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
     ) -> None:
         check_job_size(shots, qubits)
+        check_budget(pool.policy.qpu_seconds_per_day, pool.policy.job_qpu_seconds_estimate)
         self.pool = pool
         self.shots = shots
         self.health_config = health if health is not None else HealthConfig()
@@ -164,11 +217,27 @@ class IbmQuantumSource:
         self.backend_name = str(self._backend.name)
         self.num_qubits = qubits if qubits is not None else int(self._backend.num_qubits)
         if self.num_qubits > int(self._backend.num_qubits):
-            raise ValueError(f"{self.backend_name} has fewer than {self.num_qubits} qubits")
+            raise ConfigError(
+                f"ibm_qubits is {self.num_qubits} but {self.backend_name}"
+                f" has {self._backend.num_qubits} qubits"
+            )
         self._isa, self.physical_qubits = transpile_for(self._backend, self.num_qubits)
+        # Jobs run on the backend itself, or in local mode on a simulator of it.
+        self._mode = fake_backend_simulator(self._backend) if self.is_local else self._backend
         self._jobs: dict[str, Any] = {}  # submitted in this process, by id
-        #: Why the last attempt to start or collect a job failed (None when it did not).
-        self.last_harvest_error: str | None = None
+        self.alarm = HarvestAlarm(failing_after)
+        if self.is_local:
+            self._check_local_simulation()
+
+    def _check_local_simulation(self) -> None:
+        """Run a two-shot job now: raise ``ConfigError`` when the simulation cannot run."""
+        try:
+            job = submit_sampler_job(self._mode, self._isa, 2, seed=0)
+            job_bits(job, 2, self.num_qubits, self.result_timeout)
+        except EntropyError as exc:
+            raise ConfigError(
+                f"IBM local mode cannot simulate {self.backend_name}: {one_line(str(exc))}"
+            ) from None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IbmQuantumSource:
@@ -178,20 +247,16 @@ class IbmQuantumSource:
         ``ibm_instance`` the environment or saved account, ``ibm_qubits`` 0
         every qubit. Raises as the constructor and ``EntropyPool`` do.
         """
+        check_budget(settings.qpu_seconds_per_day, settings.job_qpu_seconds_estimate)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        policy = PoolPolicy(
-            low_water_draws=settings.pool_low_water_draws,
-            max_age_seconds=settings.pool_max_age_hours * 3600.0,
-            qpu_seconds_per_day=settings.qpu_seconds_per_day,
-            job_qpu_seconds_estimate=settings.job_qpu_seconds_estimate,
-        )
         return cls(
-            pool=EntropyPool(settings.data_dir / POOL_FILE_NAME, policy),
+            pool=EntropyPool(settings.data_dir / POOL_FILE_NAME, policy_for(settings)),
             backend=settings.ibm_backend or None,
             qubits=settings.ibm_qubits or None,
             shots=settings.ibm_shots,
             channel=settings.ibm_channel,
             instance=settings.ibm_instance or None,
+            failing_after=settings.harvest_failing_after,
         )
 
     # --- harvesting ---------------------------------------------------------------------
@@ -205,7 +270,7 @@ class IbmQuantumSource:
         seed = None
         if self.is_local:
             seed = int.from_bytes(random_bytes(self._urandom, 8), "big") >> 1
-        job = submit_sampler_job(self._backend, self._isa, self.shots, seed=seed)
+        job = submit_sampler_job(self._mode, self._isa, self.shots, seed=seed)
         job_id = job_id_of(job)
         self._jobs[job_id] = job
         self.pool.record_submission(
@@ -264,7 +329,6 @@ class IbmQuantumSource:
                     pending.job_id, state=FAILED, qpu_seconds=self._usage(job), detail=str(exc)
                 )
                 self._jobs.pop(pending.job_id, None)
-                self.last_harvest_error = str(exc)
                 continue
             provenance = Provenance(
                 backend=pending.backend,
@@ -283,18 +347,15 @@ class IbmQuantumSource:
                 qpu_seconds=self._usage(job),
             )
             self._jobs.pop(pending.job_id, None)
-            if not health.passed:
-                self.last_harvest_error = (
-                    f"job {pending.job_id} failed health tests: {', '.join(health.failures)}"
-                )
             stored += 1
         return stored
 
     def maintain(self) -> HarvestDecision:
         """Collect finished jobs, then start the next one if the pool's policy says so.
 
-        Failures to start or collect are kept in ``last_harvest_error`` rather
-        than raised: a draw can still be served from the pool. Raises
+        A job that cannot be started is recorded in the pool as a failed
+        harvest rather than raised: a draw can still be served from the pool.
+        Then ``alarm`` logs what the run of failures calls for. Raises
         ``EntropyError`` only when the pool itself fails.
         """
         self.collect()
@@ -303,7 +364,8 @@ class IbmQuantumSource:
             try:
                 self.start_harvest()
             except EntropyError as exc:
-                self.last_harvest_error = str(exc)
+                self.pool.record_unsubmitted(self.backend_name, str(exc))
+        self.alarm.observe(self.pool.harvest_record(), self._clock())
         return decision
 
     def harvest_now(self) -> int:
@@ -333,18 +395,24 @@ class IbmQuantumSource:
         self.pool.batch_published(batch_id)
 
     def pool_status(self) -> dict[str, Any]:
-        """Pool level, age limit, budget and the last harvest error, for ``status.json``."""
-        return self.pool.summary() | {
-            "backend": self.backend_name,
-            "lastHarvestError": self.last_harvest_error,
-        }
+        """Pool level, age limit, budget and how the last harvests went, for ``status.json``."""
+        return (
+            self.pool.summary()
+            | summary(self.pool.harvest_record(), self.alarm.failing_after)
+            | {"backend": self.backend_name}
+        )
 
     def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw:
         """Never-used pooled bits for one pulse, sealed into a record.
 
-        Raises ``EntropyError`` when the pool is empty or fails.
+        In local mode a draw that finds the pool empty waits for the job this
+        process has running (seconds, on a simulator), so a dry run's first
+        pulses are not OS fallbacks; a hardware job may queue for hours and is
+        never waited for. Raises ``EntropyError`` when the pool is empty or fails.
         """
         self.maintain()
+        if self.is_local and self.pool.usable_draws() == 0 and self.collect(wait=True):
+            self.alarm.observe(self.pool.harvest_record(), self._clock())
         pooled = self.pool.take(chain_index, pulse_index)
         os_bits = random_bytes(self._urandom, OS_BITS_BYTES)
         return seal(
@@ -360,3 +428,28 @@ class IbmQuantumSource:
                 batch_bits=pooled.batch_bits,
             )
         )
+
+
+def harvest_report(settings: Settings) -> dict[str, Any]:
+    """What ``beacon status`` shows of the pool: its level and the last harvest.
+
+    Empty unless the IBM source is configured and its pool exists (it is never
+    created here). Times are RFC 3339 UTC. Raises ``EntropyError`` when the
+    pool cannot be read.
+    """
+    path = settings.data_dir / POOL_FILE_NAME
+    if settings.entropy_source != "ibm" or not path.exists():
+        return {}
+    with EntropyPool(path, policy_for(settings)) as pool:
+        draws = pool.usable_draws()
+        record = pool.harvest_record()
+    figures = summary(record, settings.harvest_failing_after)
+    last = figures["lastHarvest"]
+    return {
+        "poolUsableDraws": draws,
+        "lastHarvestAt": None if last is None else format_timestamp(round(last["at"] * 1000)),
+        "lastHarvestResult": None if last is None else last["result"],
+        "lastHarvestError": None if last is None else last["error"],
+        "consecutiveHarvestFailures": figures["consecutiveHarvestFailures"],
+        "harvestFailing": figures["harvestFailing"],
+    }

@@ -27,7 +27,10 @@ created with mode 0600 and refused when group or others may read it):
   ``low_water_draws`` draws remain, so the next job runs before the pool is dry.
 
 The pool decides and stores; it runs no jobs (``ibm_source`` does). Failing
-batches are stored as ``rejected`` for audit and never drawn from. Errors from
+batches are stored as ``rejected`` for audit and never drawn from. Every
+harvest attempt ends in the job table (a job that could not even be submitted
+too, charged nothing), which ``harvest_record`` reads back for the health
+signals of ``beacon.entropy.harvest``. Errors from
 SQLite or the filesystem come out as ``EntropyError``.
 """
 
@@ -39,6 +42,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +62,7 @@ from beacon.entropy.extract import (
     pack_bits,
     shot_major,
 )
+from beacon.entropy.harvest import OK, HarvestRecord, one_line, record_from_rows
 from beacon.entropy.health import HealthResult, health_from_dict
 from beacon.entropy.record import Provenance
 from beacon.errors import EntropyError
@@ -98,9 +103,14 @@ CREATE TABLE IF NOT EXISTS job (
     qubits       TEXT NOT NULL DEFAULT '[]',
     shots        INTEGER NOT NULL DEFAULT 0,
     state        TEXT NOT NULL,
-    detail       TEXT NOT NULL DEFAULT ''
+    detail       TEXT NOT NULL DEFAULT '',
+    ended_at     REAL
 );
 """
+#: Columns added after the first release, with their definitions (added when missing).
+_ADDED_COLUMNS = {"job": {"ended_at": "REAL"}}
+#: How many ended jobs ``harvest_record`` reads back at most.
+HARVEST_HISTORY = 1000
 
 
 def _forget_unused(db: sqlite3.Connection) -> None:
@@ -220,6 +230,11 @@ class EntropyPool:
         self._db = open_private(self.path, EntropyError, what="entropy pool")
         try:
             self._db.executescript(_SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, definition in columns.items():
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
         except sqlite3.Error as exc:
             raise EntropyError(f"cannot open entropy pool {self.path}: {exc}") from exc
 
@@ -276,12 +291,47 @@ class EntropyPool:
         """
         if state not in (HARVESTED, FAILED, LOST):
             raise ValueError(f"unknown job end state {state!r}")
+        now = self._clock()
         with self._transaction() as db:
             db.execute(
-                "UPDATE job SET state = ?, qpu_seconds = COALESCE(?, qpu_seconds), detail = ?"
-                " WHERE job_id = ?",
-                (state, qpu_seconds, detail[:500], job_id),
+                "UPDATE job SET state = ?, qpu_seconds = COALESCE(?, qpu_seconds), detail = ?,"
+                " ended_at = ? WHERE job_id = ?",
+                (state, qpu_seconds, one_line(detail), now, job_id),
             )
+
+    def record_unsubmitted(self, backend: str, detail: str) -> None:
+        """Record a harvest that failed before IBM took the job: failed, charged nothing."""
+        now = self._clock()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO job (job_id, backend, submitted_at, day, qpu_estimate, qpu_seconds,"
+                " state, detail, ended_at) VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?)",
+                (
+                    f"unsubmitted-{uuid.uuid4().hex}",
+                    backend,
+                    now,
+                    utc_day(now),
+                    FAILED,
+                    one_line(detail),
+                    now,
+                ),
+            )
+
+    def harvest_record(self) -> HarvestRecord:
+        """How the last harvests ended: the newest, and how many failed in a row.
+
+        A batch stored as rejected (failed health tests) counts as a failure.
+        Reads at most ``HARVEST_HISTORY`` ended jobs.
+        """
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT CASE WHEN state = ? AND detail = '' THEN ? WHEN state = ? THEN ?"
+                " ELSE state END, detail, COALESCE(ended_at, submitted_at) FROM job"
+                " WHERE state != ? ORDER BY COALESCE(ended_at, submitted_at) DESC, rowid DESC"
+                " LIMIT ?",
+                (HARVESTED, OK, HARVESTED, REJECTED, PENDING, HARVEST_HISTORY),
+            ).fetchall()
+        return record_from_rows([(str(r[0]), str(r[1]), float(r[2])) for r in rows])
 
     def pending_jobs(self) -> list[PendingJob]:
         """Submitted jobs not yet harvested, failed or lost, oldest first."""
@@ -385,11 +435,12 @@ class EntropyPool:
             )
             db.execute(
                 "UPDATE job SET state = ?, qpu_seconds = COALESCE(?, qpu_seconds),"
-                " detail = ? WHERE job_id = ?",
+                " detail = ?, ended_at = ? WHERE job_id = ?",
                 (
                     HARVESTED,
                     qpu_seconds,
                     "" if health.passed else "rejected: " + ", ".join(health.failures),
+                    now,
                     provenance.job_id,
                 ),
             )

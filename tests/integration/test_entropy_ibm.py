@@ -19,7 +19,7 @@ from beacon.entropy import QUANTUM_SIMULATOR, EntropySource
 from beacon.entropy.extract import bits_needed, rederive
 from beacon.entropy.ibm_source import IbmQuantumSource, connect
 from beacon.entropy.pool import EntropyPool, PoolPolicy
-from beacon.errors import EntropyError
+from beacon.errors import ConfigError, EntropyError
 
 SHOTS = 4096  # 5 qubits x 4096 shots = 20,480 bits: about 17 draws per batch
 
@@ -60,11 +60,10 @@ def test_harvest_then_draw_from_the_pool(service: Any, tmp_path: Path) -> None:
 def test_low_water_mark_starts_the_next_job(service: Any, tmp_path: Path) -> None:
     pool = EntropyPool(tmp_path / "pool.db", PoolPolicy(low_water_draws=1_000))
     source = make_source(service, pool)
-    with pytest.raises(EntropyError, match="empty"):
-        source.draw(1, 1)  # nothing harvested yet, but the miss starts a job
-    assert len(pool.pending_jobs()) == 1
-    assert source.collect(wait=True) == 1
-    draw = source.draw(1, 2)  # served from the new batch; another job starts (below 1000)
+    # Nothing harvested yet: the draw starts a job and, in local mode, waits for it.
+    assert json.loads(source.draw(1, 1).record)["source"] == QUANTUM_SIMULATOR
+    assert pool.pending_jobs() == [] and pool.summary()["batches"] == {"live": 1}
+    draw = source.draw(1, 2)  # served from that batch; another job starts (below 1000)
     assert hashlib.sha512(draw.record).digest() == draw.local_random_value
     assert len(pool.pending_jobs()) == 1
     source.collect(wait=True)
@@ -72,12 +71,19 @@ def test_low_water_mark_starts_the_next_job(service: Any, tmp_path: Path) -> Non
 
 
 def test_spent_budget_stops_harvesting(service: Any, tmp_path: Path) -> None:
-    policy = PoolPolicy(qpu_seconds_per_day=5, job_qpu_seconds_estimate=10)
-    source = make_source(service, EntropyPool(tmp_path / "pool.db", policy))
+    pool = EntropyPool(tmp_path / "pool.db", PoolPolicy(qpu_seconds_per_day=15))
+    pool.record_submission("earlier", "fake_manila", qubits=(0,), shots=2)  # 10 s charged today
+    source = make_source(service, pool)
     with pytest.raises(EntropyError, match="budget"):
         source.harvest_now()
     decision = source.maintain()
     assert not decision.start and "budget" in decision.reason
+
+
+def test_a_budget_smaller_than_one_job_is_a_config_error(service: Any, tmp_path: Path) -> None:
+    policy = PoolPolicy(qpu_seconds_per_day=5, job_qpu_seconds_estimate=10)
+    with pytest.raises(ConfigError, match="smaller than one job"):
+        make_source(service, EntropyPool(tmp_path / "pool.db", policy))
 
 
 def test_job_lost_with_its_process_is_not_waited_for(service: Any, tmp_path: Path) -> None:

@@ -56,9 +56,10 @@ def test_pulses_draw_from_a_harvested_127_qubit_batch(sherbrooke_run: tuple[Path
 def test_status_shows_the_pool_and_the_last_harvest(sherbrooke_run: tuple[Path, str, str]):
     cwd, _, status_out = sherbrooke_run
     info = json.loads(status_out)
-    assert info["pool"]["usableDraws"] > 0
-    assert info["pool"]["lastHarvest"]["result"] == "ok"
-    assert info["pool"]["harvestFailing"] is False
+    assert info["poolUsableDraws"] > 0
+    assert info["lastHarvestResult"] == "ok" and info["lastHarvestError"] is None
+    assert info["lastHarvestAt"].endswith("Z")
+    assert info["harvestFailing"] is False and info["consecutiveHarvestFailures"] == 0
     published = json.loads((cwd / "public" / "status.json").read_bytes())
     assert published["degraded"] == []
     assert published["pool"]["lastHarvest"]["result"] == "ok"
