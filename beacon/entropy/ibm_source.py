@@ -233,7 +233,7 @@ class IbmQuantumSource:
         """Run a two-shot job now: raise ``ConfigError`` when the simulation cannot run."""
         try:
             job = submit_sampler_job(self._mode, self._isa, 2, seed=0)
-            job_bits(job, 2, self.num_qubits, self.result_timeout)
+            job_bits(job, 2, self.num_qubits)
         except EntropyError as exc:
             raise ConfigError(
                 f"IBM local mode cannot simulate {self.backend_name}: {one_line(str(exc))}"

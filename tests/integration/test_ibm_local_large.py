@@ -8,11 +8,20 @@ start-up errors fail before any job runs.
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from beacon_verifier import layout
 
+from beacon.entropy.harvest import degraded as harvest_degraded
+from beacon.entropy.health import HealthConfig
+from beacon.entropy.ibm_source import IbmQuantumSource, connect
+from beacon.entropy.pool import EntropyPool, PoolPolicy
+from beacon.entropy.qiskit_source import fake_backend_simulator
+from beacon.errors import EntropyError
 from tests.beacon_proc import run_beacon
 
 pytestmark = pytest.mark.integration
@@ -86,3 +95,67 @@ def test_a_harvest_that_can_never_succeed_stops_run_at_start_up(
     assert expected in lines[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "public").exists()  # nothing published, no pulse on OS bits
+
+
+@pytest.fixture(scope="module")
+def local_service() -> Any:
+    return connect("local")
+
+
+@pytest.fixture(scope="module")
+def large_fakes(local_service: Any) -> dict[str, Any]:
+    """Every fake backend of >= 100 qubits the installed qiskit-ibm-runtime ships, by name."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return {b.name: b for b in local_service.backends() if b.num_qubits >= 100}
+
+
+def test_every_large_fake_backend_gets_a_simulation_that_fits(large_fakes: dict[str, Any]):
+    """Readout errors on the stabilizer method for each (cheap to check)."""
+    assert {"fake_sherbrooke", "fake_torino", "fake_fez"} <= set(large_fakes)
+    for fake in large_fakes.values():
+        simulator = fake_backend_simulator(fake)
+        assert simulator.options.method == "stabilizer", fake.name
+        assert simulator.options.noise_model.noise_instructions == ["measure"], fake.name
+
+
+def test_the_largest_fake_backend_runs_with_all_its_qubits(
+    local_service: Any, large_fakes: dict[str, Any], tmp_path: Path
+) -> None:
+    largest = max(large_fakes.values(), key=lambda b: (b.num_qubits, b.name))
+    assert largest.num_qubits >= 156
+    with EntropyPool(tmp_path / "pool.db") as pool:  # the constructor runs a two-shot job
+        source = IbmQuantumSource(pool=pool, service=local_service, backend=largest.name)
+        assert source.num_qubits == largest.num_qubits == len(source.physical_qubits)
+
+
+def test_failing_harvests_are_reported_and_logged_once_then_recovery(
+    local_service: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real local-mode jobs whose batches fail their health tests (a claimed 1 bit/bit with
+    a repetition cutoff of 2 rejects every batch), then pass again."""
+    pool = EntropyPool(tmp_path / "pool.db", PoolPolicy(low_water_draws=1))
+    strict = HealthConfig(claimed_min_entropy=1.0, alpha_exponent=1)
+    source = IbmQuantumSource(
+        pool=pool, service=local_service, backend="fake_manila", shots=2048, health=strict
+    )
+    caplog.set_level(logging.INFO, logger="beacon")
+    for pulse in range(1, 5):  # each draw runs one job, which is rejected
+        with pytest.raises(EntropyError, match="empty"):
+            source.draw(1, pulse)
+    status = source.pool_status()
+    assert status["harvestFailing"] is True and status["consecutiveHarvestFailures"] == 4
+    assert status["lastHarvest"]["result"] == "rejected"
+    entries = harvest_degraded(status)
+    assert [e["code"] for e in entries] == ["quantum-harvest-failing"]
+    assert "failed health tests" in entries[0]["message"] or "rejected" in entries[0]["message"]
+    said = [r.getMessage() for r in caplog.records if "quantum harvest" in r.getMessage()]
+    assert len(said) == 1 and "failing: 3 in a row" in said[0]
+
+    source.health_config = HealthConfig()
+    draw = source.draw(1, 5)
+    assert json.loads(draw.record)["source"] == "quantum-simulator"
+    assert source.pool_status()["harvestFailing"] is False
+    assert harvest_degraded(source.pool_status()) == []
+    said = [r.getMessage() for r in caplog.records if "quantum harvest" in r.getMessage()]
+    assert len(said) == 2 and "recovered" in said[1]
