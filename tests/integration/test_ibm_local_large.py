@@ -54,7 +54,9 @@ def test_pulses_draw_from_a_harvested_127_qubit_batch(sherbrooke_run: tuple[Path
         for p in range(1, COUNT + 1)
     ]
     pooled = [d for d in docs if d["source"] == "quantum-simulator"]
-    # Only the first pulse, drawn before the first job is in, may fall back (disclosed).
+    # A local draw waits for the job it started: the pool is never found empty. (One
+    # disclosed fallback for a draw not ready in time is tolerated on a loaded machine.)
+    assert not [d for d in docs if "pool is empty" in d.get("reason", "")]
     assert len(pooled) >= COUNT - 1, [d.get("reason") for d in docs]
     for doc in pooled:
         assert doc["backend"] == BACKEND and "batchSha512" in doc
