@@ -247,6 +247,7 @@ class IbmQuantumSource:
         ``ibm_instance`` the environment or saved account, ``ibm_qubits`` 0
         every qubit. Raises as the constructor and ``EntropyPool`` do.
         """
+        # Before the data directory and the pool are created, not only in the constructor.
         check_budget(settings.qpu_seconds_per_day, settings.job_qpu_seconds_estimate)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return cls(
@@ -411,7 +412,8 @@ class IbmQuantumSource:
         never waited for. Raises ``EntropyError`` when the pool is empty or fails.
         """
         self.maintain()
-        if self.is_local and self.pool.usable_draws() == 0 and self.collect(wait=True):
+        if self.is_local and self.pool.usable_draws() == 0 and self.pool.pending_jobs():
+            self.collect(wait=True)
             self.alarm.observe(self.pool.harvest_record(), self._clock())
         pooled = self.pool.take(chain_index, pulse_index)
         os_bits = random_bytes(self._urandom, OS_BITS_BYTES)

@@ -152,7 +152,7 @@ def test_failing_harvests_are_reported_and_logged_once_then_recovery(
     assert [e["code"] for e in entries] == ["quantum-harvest-failing"]
     assert "failed health tests" in entries[0]["message"] or "rejected" in entries[0]["message"]
     said = [r.getMessage() for r in caplog.records if "quantum harvest" in r.getMessage()]
-    assert len(said) == 1 and "failing: 3 in a row" in said[0]
+    assert len(said) == 1 and "failing: 3 in a row" in said[0]  # said at the third
 
     source.health_config = HealthConfig()
     draw = source.draw(1, 5)
