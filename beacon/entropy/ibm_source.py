@@ -23,9 +23,10 @@ every fake backend fits in memory, 156 qubits included; a two-shot job at
 construction proves it. qiskit is imported only when a source is constructed.
 
 A configuration no harvest can ever succeed with (an unknown backend, more
-qubits than it has, a local simulation that fails, a daily budget smaller than
-one job) is a ``ConfigError`` from the constructor: ``beacon run`` stops at
-start-up rather than run on OS bits under a quantum label. Every harvest that
+qubits than it has, a batch too small for one draw, a local simulation that
+fails, a daily budget smaller than one job) is a ``ConfigError`` from the
+constructor: ``beacon run`` stops at start-up rather than run on OS bits
+under a quantum label. Every harvest that
 fails later is recorded in the pool; ``beacon.entropy.harvest`` turns the run
 of failures into the status, metrics and log signals.
 """
@@ -48,6 +49,7 @@ from beacon.entropy import (
     RawBatch,
     random_bytes,
 )
+from beacon.entropy.extract import bits_needed
 from beacon.entropy.harvest import (
     DEFAULT_FAILING_AFTER,
     HarvestAlarm,
@@ -220,6 +222,12 @@ class IbmQuantumSource:
             raise ConfigError(
                 f"ibm_qubits is {self.num_qubits} but {self.backend_name}"
                 f" has {self._backend.num_qubits} qubits"
+            )
+        if self.num_qubits * shots < bits_needed(1.0):
+            raise ConfigError(
+                f"a harvest of {self.num_qubits} qubits x {shots} shots"
+                f" ({self.num_qubits * shots} bits) cannot serve a single draw"
+                f" (at least {bits_needed(1.0)} bits): raise ibm_shots"
             )
         self._isa, self.physical_qubits = transpile_for(self._backend, self.num_qubits)
         # Jobs run on the backend itself, or in local mode on a simulator of it.

@@ -16,18 +16,33 @@ from typing import Any
 import pytest
 from beacon_verifier import layout
 
+from beacon.config import Settings
 from beacon.entropy.harvest import degraded as harvest_degraded
 from beacon.entropy.health import HealthConfig
 from beacon.entropy.ibm_source import IbmQuantumSource, connect
+from beacon.entropy.os_source import OsSource
 from beacon.entropy.pool import EntropyPool, PoolPolicy
 from beacon.entropy.qiskit_source import fake_backend_simulator
-from beacon.errors import EntropyError
+from beacon.errors import ConfigError, EntropyError
+from beacon.pulse.keys import Signer
+from beacon.service import Beacon
 from tests.beacon_proc import run_beacon
 
 pytestmark = pytest.mark.integration
 
 BACKEND = "fake_sherbrooke"
 COUNT = 4
+T0_MS = 1_800_000_000_000  # a minute boundary
+
+
+class FixedClock:
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+
 LOCAL_IBM = {
     "BEACON_ENTROPY_SOURCE": "ibm",
     "BEACON_IBM_CHANNEL": "local",
@@ -46,7 +61,9 @@ def sherbrooke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str,
     return cwd, done.stderr, status.stdout
 
 
-def test_pulses_draw_from_a_harvested_127_qubit_batch(sherbrooke_run: tuple[Path, str, str]):
+def test_pulses_draw_from_a_harvested_127_qubit_batch(
+    sherbrooke_run: tuple[Path, str, str],
+) -> None:
     cwd, stderr, _ = sherbrooke_run
     site = cwd / "public"
     docs = [
@@ -64,7 +81,9 @@ def test_pulses_draw_from_a_harvested_127_qubit_batch(sherbrooke_run: tuple[Path
     assert "max_memory_mb" not in stderr
 
 
-def test_status_shows_the_pool_and_the_last_harvest(sherbrooke_run: tuple[Path, str, str]):
+def test_status_shows_the_pool_and_the_last_harvest(
+    sherbrooke_run: tuple[Path, str, str],
+) -> None:
     cwd, _, status_out = sherbrooke_run
     info = json.loads(status_out)
     assert info["poolUsableDraws"] > 0
@@ -112,7 +131,9 @@ def large_fakes(local_service: Any) -> dict[str, Any]:
         return {b.name: b for b in local_service.backends() if b.num_qubits >= 100}
 
 
-def test_every_large_fake_backend_gets_a_simulation_that_fits(large_fakes: dict[str, Any]):
+def test_every_large_fake_backend_gets_a_simulation_that_fits(
+    large_fakes: dict[str, Any],
+) -> None:
     """Readout errors on the stabilizer method for each (cheap to check)."""
     assert {"fake_sherbrooke", "fake_torino", "fake_fez"} <= set(large_fakes)
     for fake in large_fakes.values():
@@ -129,6 +150,19 @@ def test_the_largest_fake_backend_runs_with_all_its_qubits(
     with EntropyPool(tmp_path / "pool.db") as pool:  # the constructor runs a two-shot job
         source = IbmQuantumSource(pool=pool, service=local_service, backend=largest.name)
         assert source.num_qubits == largest.num_qubits == len(source.physical_qubits)
+
+
+@pytest.mark.parametrize(
+    ("qubits", "shots", "expected"),
+    [(6, 2048, "ibm_qubits is 6 but fake_manila has 5"), (5, 200, "cannot serve a single draw")],
+)
+def test_sizes_no_harvest_can_serve_are_config_errors(
+    local_service: Any, tmp_path: Path, qubits: int, shots: int, expected: str
+) -> None:
+    with EntropyPool(tmp_path / "pool.db") as pool, pytest.raises(ConfigError, match=expected):
+        IbmQuantumSource(
+            pool=pool, service=local_service, backend="fake_manila", qubits=qubits, shots=shots
+        )
 
 
 def test_failing_harvests_are_reported_and_logged_once_then_recovery(
@@ -161,3 +195,46 @@ def test_failing_harvests_are_reported_and_logged_once_then_recovery(
     assert harvest_degraded(source.pool_status()) == []
     said = [r.getMessage() for r in caplog.records if "quantum harvest" in r.getMessage()]
     assert len(said) == 2 and "recovered" in said[1]
+
+
+def test_a_running_beacon_publishes_degraded_while_harvests_fail(
+    local_service: Any, tmp_path: Path, signer: Signer
+) -> None:
+    """The service's status.json and metrics, fed by a real local-mode source whose every
+    batch is rejected (the strict health config above), ticks driven by a fixed clock."""
+    from beacon.publish.local import LocalDirPublisher
+
+    settings = Settings(data_dir=tmp_path / "data", out_dir=tmp_path / "site", period=60)
+    strict = HealthConfig(claimed_min_entropy=1.0, alpha_exponent=1)
+    pool = EntropyPool(tmp_path / "pool.db", PoolPolicy(low_water_draws=1))
+    source = IbmQuantumSource(
+        pool=pool,
+        service=local_service,
+        backend="fake_manila",
+        shots=2048,
+        health=strict,
+        failing_after=2,
+    )
+    clock = FixedClock(T0_MS)
+    beacon = Beacon(
+        settings=settings,
+        signer=signer,
+        clock=clock,
+        source=source,
+        fallback=OsSource,
+        publisher=LocalDirPublisher(settings.out_dir),
+    )
+    beacon.prime()
+    for i in range(3):
+        clock.now = T0_MS + i * 60_000
+        if beacon._prepared is not None:
+            beacon._prepared[1].exception(timeout=60)
+        beacon.tick()
+    beacon.start_background()
+    beacon.shutdown()
+    status = json.loads((settings.out_dir / "status.json").read_bytes())
+    assert [d["code"] for d in status["degraded"]] == ["quantum-harvest-failing"]
+    assert "rejected" in status["degraded"][0]["message"]
+    assert status["pool"]["harvestFailing"] is True
+    assert status["pool"]["consecutiveHarvestFailures"] >= 2
+    assert beacon.metrics.snapshot().harvest_failing is True
