@@ -51,6 +51,7 @@ from beacon_verifier.format import (
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from beacon.entropy import OS_FALLBACK, QUANTUM_HARDWARE, QUANTUM_SIMULATOR
+from beacon.publish.health import HEALTH_KEY, HOUR_MS, Health, site_health
 from beacon.state import OutboxItem
 
 __all__ = [
@@ -58,10 +59,14 @@ __all__ = [
     "DAYS_KEY",
     "DAY_PAGE_PREFIX",
     "DRAW_KEY",
+    "FIND_KEY",
     "HOME_KEY",
     "HTML",
+    "JS",
     "RECENT_PULSES",
+    "SCRIPT_KEY",
     "STATUS_KEY",
+    "STATUS_PAGE_KEY",
     "STYLE_KEY",
     "VERIFY_KEY",
     "DrawExample",
@@ -70,27 +75,36 @@ __all__ = [
     "SourceDescription",
     "day_page_key",
     "days_from_keys",
+    "hour_page_key",
     "describe_source",
     "pulse_fields",
     "pulse_page_key",
-    "render_day_page",
+    "render_day_pages",
     "render_days_page",
     "render_draw_page",
+    "render_find_page",
     "render_home",
     "render_pulse_page",
+    "render_script",
     "render_style",
+    "render_template",
     "render_verify_page",
     "status_words",
 ]
 
 HTML = "text/html; charset=utf-8"
 CSS = "text/css"
+JS = "text/javascript; charset=utf-8"
 
 HOME_KEY = "index.html"
 VERIFY_KEY = "verify.html"
 DRAW_KEY = "draw.html"
 DAYS_KEY = "days.html"
 STYLE_KEY = "style.css"
+SCRIPT_KEY = "site.js"
+STATUS_PAGE_KEY = "status.html"
+#: The page that finds a pulse by time (``?at=``, ``?t=`` or ``?next=``), with site.js.
+FIND_KEY = "find.html"
 #: The beacon's status (JSON), written by the service after each pulse.
 STATUS_KEY = "status.json"
 DAY_PAGE_PREFIX = "html/day/"
@@ -131,6 +145,11 @@ def pulse_page_key(chain: int, pulse: int) -> str:
 def day_page_key(day: date) -> str:
     """``html/day/{YYYY-MM-DD}.html``: the page of one complete UTC day (immutable)."""
     return f"{DAY_PAGE_PREFIX}{day.isoformat()}.html"
+
+
+def hour_page_key(day: date, hour: int) -> str:
+    """``html/day/{YYYY-MM-DD}/{HH}.html``: the pulses of one hour of a complete day (immutable)."""
+    return f"{DAY_PAGE_PREFIX}{day.isoformat()}/{hour:02d}.html"
 
 
 def days_from_keys(keys: Iterable[str]) -> list[date]:
@@ -378,8 +397,14 @@ def pulse_fields(item: OutboxItem, pulse: Pulse) -> list[PulseField]:
 # --- rendering ------------------------------------------------------------------------
 
 
-def _render(template: str, key: str, **context: Any) -> tuple[str, bytes]:
-    """Render ``template`` as the page ``key``; ``url(k)`` in it is ``k`` relative to the page."""
+def render_template(
+    template: str, key: str, *, health: Health | None = None, **context: Any
+) -> tuple[str, bytes]:
+    """Render ``template`` as the page ``key``; ``url(k)`` in it is ``k`` relative to the page.
+
+    ``health`` is what the page's status strip says when it is rendered (None on
+    immutable pages: their strip is filled in by the browser from ``status/health.json``).
+    """
     root = "../" * key.count("/")
 
     def url(target: str) -> str:
@@ -387,11 +412,17 @@ def _render(template: str, key: str, **context: Any) -> tuple[str, bytes]:
 
     page = ENV.get_template(template).render(
         url=url,
+        root=root,
         home_page=HOME_KEY,
         days_page=DAYS_KEY,
         verify_page=VERIFY_KEY,
         draw_page=DRAW_KEY,
+        status_page=STATUS_PAGE_KEY,
+        find_page=FIND_KEY,
         style_sheet=STYLE_KEY,
+        script=SCRIPT_KEY,
+        health_json=HEALTH_KEY,
+        health=health,
         **context,
     )
     return key, page.encode("utf-8")
@@ -406,6 +437,8 @@ def _row(item: OutboxItem) -> dict[str, Any]:
         "time": pulse.time_stamp,
         "value": pulse.output_value.hex().upper(),
         "kind": item.kind,
+        "fallback": item.kind == OS_FALLBACK,
+        "external_missing": pulse.external.status_code != 0,
         "page": pulse_page_key(item.chain_index, item.pulse_index),
     }
 
@@ -417,7 +450,7 @@ def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
     """
     pulse = parse_pulse(item.pulse)
     c, p = item.chain_index, item.pulse_index
-    return _render(
+    return render_template(
         "pulse.html",
         pulse_page_key(c, p),
         pulse=pulse,
@@ -425,7 +458,9 @@ def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
         fields=pulse_fields(item, pulse),
         source=describe_source(item.kind, item.record),
         previous=pulse_page_key(c, p - 1) if p > 1 else None,
-        next=None if pulse.status_code & STATUS_CHAIN_END else pulse_page_key(c, p + 1),
+        # The next pulse does not exist when this immutable page is written: its link
+        # is a time lookup, which finds it once it is out.
+        next=None if pulse.status_code & STATUS_CHAIN_END else f"{FIND_KEY}?next={pulse.time_ms}",
         links=[(t, k) for t, k in _link_targets(item, pulse).items() if t != "previous"],
         pulse_json=layout.pulse_key(c, p),
         record_json=layout.entropy_record_key(c, p),
@@ -447,40 +482,88 @@ def render_home(
     """
     pulse = parse_pulse(latest.pulse)
     before = [i for i in older if i.time_ms < latest.time_ms][: RECENT_PULSES - 1]
-    return _render(
+    recent = [_row(i) for i in [latest, *before]]
+    health = site_health(
+        None,
+        last_kind=latest.kind,
+        last_external_code=pulse.external.status_code,
+        last_ms=latest.time_ms,
+        period_ms=site.period_ms,
+    )
+    return render_template(
         "index.html",
         HOME_KEY,
+        health=health,
         site=site,
+        fallbacks=sum(r["fallback"] for r in recent),
+        external_missing=sum(r["external_missing"] for r in recent),
         pulse=pulse,
         value=pulse.output_value.hex().upper(),
         source=describe_source(latest.kind, latest.record),
         page=pulse_page_key(latest.chain_index, latest.pulse_index),
-        recent=[_row(i) for i in [latest, *before]],
+        recent=recent,
         refresh=max(1, refresh_s) + REFRESH_MARGIN_S,
         last_json=layout.LAST_KEY,
-        status_json=STATUS_KEY,
         certificate=layout.certificate_key(pulse.certificate_id.hex()),
     )
 
 
-def render_day_page(
+def render_day_pages(
     day: date, items: Sequence[OutboxItem], *, pq_archive: bool = False
-) -> tuple[str, bytes]:
-    """The immutable page of one complete UTC day: each pulse, the day's archive and,
-    with ``pq_archive`` (the day has one), its PQ archive."""
-    return _render(
-        "day.html",
-        day_page_key(day),
-        day=day.isoformat(),
-        pulses=[_row(i) for i in items],
-        archive=layout.archive_key(day),
-        pq_archive=layout.pq_archive_key(day) if pq_archive else None,
+) -> list[tuple[str, bytes]]:
+    """The immutable pages of one complete UTC day: one per hour that has pulses
+    (every pulse of the hour), then the day's page (its hours, the day's archive
+    and, with ``pq_archive``, its PQ archive). Write them in this order, so the
+    day page links only what exists."""
+    rows = [_row(i) for i in items]
+    by_hour: dict[int, list[dict[str, Any]]] = {}
+    for item, row in zip(items, rows, strict=True):
+        by_hour.setdefault(item.time_ms // HOUR_MS % 24, []).append(row)
+    hours = sorted(by_hour)
+    pages = []
+    for n, hour in enumerate(hours):
+        hour_rows = by_hour[hour]
+        pages.append(
+            render_template(
+                "hour.html",
+                hour_page_key(day, hour),
+                day=day.isoformat(),
+                day_page=day_page_key(day),
+                hour=f"{hour:02d}",
+                pulses=hour_rows,
+                previous=hour_page_key(day, hours[n - 1]) if n else None,
+                next=hour_page_key(day, hours[n + 1]) if n + 1 < len(hours) else None,
+            )
+        )
+    summary = [
+        {
+            "hour": f"{h:02d}",
+            "page": hour_page_key(day, h) if h in by_hour else None,
+            "pulses": len(by_hour.get(h, ())),
+            "fallbacks": sum(r["fallback"] for r in by_hour.get(h, ())),
+            "external_missing": sum(r["external_missing"] for r in by_hour.get(h, ())),
+        }
+        for h in range(24)
+    ]
+    pages.append(
+        render_template(
+            "day.html",
+            day_page_key(day),
+            day=day.isoformat(),
+            count=len(rows),
+            fallbacks=sum(r["fallback"] for r in rows),
+            external_missing=sum(r["external_missing"] for r in rows),
+            hours=summary,
+            archive=layout.archive_key(day),
+            pq_archive=layout.pq_archive_key(day) if pq_archive else None,
+        )
     )
+    return pages
 
 
 def render_days_page(days: Sequence[date]) -> tuple[str, bytes]:
     """The list of archived days (mutable), newest first."""
-    return _render(
+    return render_template(
         "days.html",
         DAYS_KEY,
         days=[(d.isoformat(), day_page_key(d), layout.archive_key(d)) for d in days],
@@ -489,7 +572,7 @@ def render_days_page(days: Sequence[date]) -> tuple[str, bytes]:
 
 def render_verify_page(site: SiteInfo, certificate_id: bytes) -> tuple[str, bytes]:
     """The "verify it yourself" page (mutable): what to check and how."""
-    return _render(
+    return render_template(
         "verify.html",
         VERIFY_KEY,
         site=site,
@@ -526,7 +609,7 @@ def render_draw_page(site: SiteInfo, example: DrawExample = EXAMPLE_DRAW) -> tup
     manifest = _example_manifest(site, example, entrant_bytes)
     manifest_bytes = manifest.to_bytes()
     values = [example.output_value]
-    return _render(
+    return render_template(
         "draw.html",
         DRAW_KEY,
         site=site,
@@ -544,4 +627,18 @@ def render_draw_page(site: SiteInfo, example: DrawExample = EXAMPLE_DRAW) -> tup
 
 def render_style() -> tuple[str, bytes]:
     """The one style sheet every page links to."""
-    return _render("style.css", STYLE_KEY)
+    return render_template("style.css", STYLE_KEY)
+
+
+def render_script() -> tuple[str, bytes]:
+    """The one script every page loads: the status strip's live state and the time lookup.
+
+    Every page works without it (the strip then says what was known when the page
+    was written; only ``find.html`` needs it).
+    """
+    return render_template("site.js", SCRIPT_KEY)
+
+
+def render_find_page(site: SiteInfo) -> tuple[str, bytes]:
+    """``find.html`` (mutable): opens the pulse at or after a time, or the one after a pulse."""
+    return render_template("find.html", FIND_KEY, site=site)
