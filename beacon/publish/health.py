@@ -91,7 +91,9 @@ class Bucket:
     external_missing: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_MS) + 1))
 
-    def add(self, *, kind: str, gap: bool, missed: int, external_missing: bool, latency_ms: int):
+    def add(
+        self, *, kind: str, gap: bool, missed: int, external_missing: bool, latency_ms: int
+    ) -> None:
         self.pulses += 1
         self.gaps += int(gap)
         self.missed += missed
@@ -316,7 +318,10 @@ def degraded_reasons(
             + (f" ({why})" if isinstance(why, str) and why else ""),
         )
     if last_external_code not in (None, 0):
-        add("external-missing", f"the latest pulse has no external value (code {last_external_code})")
+        add(
+            "external-missing",
+            f"the latest pulse has no external value (code {last_external_code})",
+        )
     outbox = status.get("outboxLength")
     period = period_ms if period_ms is not None else status.get("period")
     if isinstance(outbox, int) and not isinstance(outbox, bool) and outbox > 1:

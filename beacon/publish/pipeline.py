@@ -82,8 +82,11 @@ def publish_site_pages(
     """
     publisher.put_mutable(*render_style(), content_type=CSS, max_age=max_age)
     publisher.put_mutable(*render_script(), content_type=JS, max_age=max_age)
-    pages = (render_verify_page(site, certificate_id), render_draw_page(site), render_find_page(site))
-    for key, page in pages:
+    for key, page in (
+        render_verify_page(site, certificate_id),
+        render_draw_page(site),
+        render_find_page(site),
+    ):
         publisher.put_mutable(key, page, content_type=HTML, max_age=max_age)
     publish_days_page(publisher, max_age=max_age)
 

@@ -68,7 +68,7 @@ def _latency(value: int | None) -> float:
 
 def _latency_text(value: int | None) -> str:
     if value is None:
-        return "–"
+        return "none"
     return "> 300 s" if value < 0 else f"≤ {value / 1000:g} s"
 
 
@@ -105,7 +105,10 @@ def _window(
         "pulses": bar_chart(
             f"Pulses published, and pulses missed in gaps, over the {name}",
             labels,
-            [Series("pulses", [b.pulses for b in buckets]), Series("missed", [b.missed for b in buckets])],
+            [
+                Series("pulses", [b.pulses for b in buckets]),
+                Series("missed", [b.missed for b in buckets]),
+            ],
             stacked=True,
             label_every=label_every,
         ),

@@ -28,6 +28,14 @@ import pytest
 from beacon_verifier import layout
 from beacon_verifier.format import format_timestamp, parse_pulse
 
+from beacon.entropy import EntropyDraw
+from beacon.publish.local import LocalDirPublisher
+from beacon.publish.pipeline import (
+    archive_complete_days,
+    publish_identity,
+    publish_item,
+    publish_site_pages,
+)
 from beacon.publish.site import (
     DRAW_KEY,
     HOME_KEY,
@@ -36,14 +44,6 @@ from beacon.publish.site import (
     SiteInfo,
     pulse_page_key,
     render_draw_page,
-)
-from beacon.entropy import EntropyDraw
-from beacon.publish.local import LocalDirPublisher
-from beacon.publish.pipeline import (
-    archive_complete_days,
-    publish_identity,
-    publish_item,
-    publish_site_pages,
 )
 from beacon.publish.status_page import SiteHealthPublisher
 from beacon.pulse.keys import Signer
@@ -219,7 +219,9 @@ def test_site_works_from_a_directory_and_from_a_static_host(tmp_path: Path, serv
         assert "fresh quantum circuits run on the simulator" in "".join(page.text)
         # Its next pulse does not exist yet: the link is a time lookup, which says so.
         nexts = [href for href, attrs in page.links if attrs.get("rel") == "next"]
-        assert nexts == [f"../../../../find.html?next={parse_pulse(page_pulse(site, c, p)).time_ms}"]
+        assert nexts == [
+            f"../../../../find.html?next={parse_pulse(page_pulse(site, c, p)).time_ms}"
+        ]
         assert broken_links(page, base + pulse_page) == []
         previous = [href for href, attrs in page.links if attrs.get("rel") == "prev"]
         assert previous == ["../../../../" + pulse_page_key(c, p - 1)]

@@ -23,7 +23,6 @@ from beacon.entropy import EntropyDraw
 from beacon.entropy.record import fallback_record
 from beacon.publish.local import LocalDirPublisher
 from beacon.publish.pipeline import archive_complete_days, publish_item, publish_site_pages
-from beacon.publish.status_page import SiteHealthPublisher
 from beacon.publish.site import (
     DAYS_KEY,
     DRAW_KEY,
@@ -32,7 +31,6 @@ from beacon.publish.site import (
     REFRESH_MARGIN_S,
     SCRIPT_KEY,
     STATUS_KEY,
-    STATUS_PAGE_KEY,
     STATUS_PAGE_KEY,
     VERIFY_KEY,
     DrawExample,
@@ -48,6 +46,7 @@ from beacon.publish.site import (
     render_pulse_page,
     render_verify_page,
 )
+from beacon.publish.status_page import SiteHealthPublisher
 from beacon.pulse.builder import build_pulse
 from beacon.pulse.keys import Signer
 from beacon.state import OutboxItem, State
