@@ -91,7 +91,7 @@ def bar_chart(
         y = TOP + plot_h * (1 - frac)
         parts.append(
             f'<line x1="{LEFT}" x2="{WIDTH - 4}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
-            f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+            f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="14" '
             f'fill="#444">{escape(_fmt(y_max * frac) + unit)}</text>'
         )
     for i in range(len(labels)):
@@ -118,7 +118,7 @@ def bar_chart(
         if i % label_every == 0:
             parts.append(
                 f'<text x="{x0 + slot / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" '
-                f'font-size="11" fill="#444">{escape(labels[i])}</text>'
+                f'font-size="14" fill="#444">{escape(labels[i])}</text>'
             )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 (every text in it is escaped above)
@@ -167,7 +167,7 @@ def timeline(
         x = x_of(t)
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="32" y2="38" stroke="#444"/>'
-            f'<text x="{x:.1f}" y="52" text-anchor="middle" font-size="11" '
+            f'<text x="{x:.1f}" y="52" text-anchor="middle" font-size="14" '
             f'fill="#444">{escape(text)}</text>'
         )
     parts.append("</svg>")
