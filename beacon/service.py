@@ -356,6 +356,7 @@ class Beacon:
                             item,
                             now_ms=self.clock.now_ms(),
                             max_age=self._seconds_to_next_boundary(),
+                            recent=state.recent_published(RECENT_PULSES),
                         )
                     if not published_site:
                         # After the first pulses rather than before: pulses are waited for.

@@ -472,24 +472,31 @@ def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
 
 
 def render_home(
-    site: SiteInfo, latest: OutboxItem, older: Sequence[OutboxItem], *, refresh_s: int
+    site: SiteInfo,
+    latest: OutboxItem,
+    older: Sequence[OutboxItem],
+    *,
+    refresh_s: int,
+    health: Health | None = None,
 ) -> tuple[str, bytes]:
     """The home page (mutable): the latest pulse, the ones before it, links to the rest.
 
     ``older`` are published pulses, newest first; only those before ``latest``
     are listed, at most ``RECENT_PULSES`` in all. The page reloads itself after
-    ``refresh_s`` plus a margin, when the next pulse should be out.
+    ``refresh_s`` plus a margin, when the next pulse should be out. ``health`` is
+    what its status strip says; by default what the latest pulse shows.
     """
     pulse = parse_pulse(latest.pulse)
     before = [i for i in older if i.time_ms < latest.time_ms][: RECENT_PULSES - 1]
     recent = [_row(i) for i in [latest, *before]]
-    health = site_health(
-        None,
-        last_kind=latest.kind,
-        last_external_code=pulse.external.status_code,
-        last_ms=latest.time_ms,
-        period_ms=site.period_ms,
-    )
+    if health is None:
+        health = site_health(
+            None,
+            last_kind=latest.kind,
+            last_external_code=pulse.external.status_code,
+            last_ms=latest.time_ms,
+            period_ms=site.period_ms,
+        )
     return render_template(
         "index.html",
         HOME_KEY,

@@ -3,12 +3,19 @@
 ``SiteHealthPublisher.published`` is the one call the service makes once a pulse
 and its ``status.json`` are out: it counts the pulse in the history
 (``beacon.publish.health``), then writes the history, ``status/health.json``
-(what every page's status strip reads in the browser) and ``status.html`` with
-its charts (static SVG, drawn here), all mutable.
+(what every page's status strip reads in the browser), ``status.html`` with its
+charts (static SVG, drawn here), and the home page again, all mutable.
+
+The home page is rewritten here because two things are known only now: the
+reasons ``status.json`` gives (its strip shows them), and the pulses of the day
+before, which the state forgets once that day is archived (so that just after
+midnight the home page still lists the last pulses, not one or two).
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,10 +38,12 @@ from beacon.publish.health import (
 )
 from beacon.publish.site import (
     HTML,
+    RECENT_PULSES,
     STATUS_KEY,
     STATUS_PAGE_KEY,
     SiteInfo,
     pulse_page_key,
+    render_home,
     render_template,
 )
 from beacon.state import OutboxItem
@@ -240,13 +249,31 @@ class SiteHealthPublisher:
     def __init__(self, site: SiteInfo) -> None:
         self.site = site
         self.history: HealthHistory | None = None
+        self._recent: deque[OutboxItem] = deque(maxlen=RECENT_PULSES)
+
+    def _remember(self, item: OutboxItem, recent: Sequence[OutboxItem]) -> list[OutboxItem]:
+        """The latest published pulses, newest first: those the state still holds and
+        those this process published, each once."""
+        self._recent.append(item)
+        found = {(i.chain_index, i.pulse_index): i for i in (*self._recent, *recent)}
+        ordered = sorted(found.values(), key=lambda i: (i.time_ms, i.chain_index), reverse=True)
+        return ordered[:RECENT_PULSES]
 
     def published(
-        self, publisher: Publisher, item: OutboxItem, *, now_ms: int, max_age: int
+        self,
+        publisher: Publisher,
+        item: OutboxItem,
+        *,
+        now_ms: int,
+        max_age: int,
+        recent: Sequence[OutboxItem] = (),
     ) -> None:
         """Count ``item`` (just published, its ``status.json`` written) and rewrite the
-        history, ``status/health.json`` and ``status.html``. Raises ``PublishError``
-        when the store fails (the pulse is published all the same)."""
+        history, ``status/health.json``, ``status.html`` and the home page, which lists
+        ``recent`` (published pulses the state holds) and the pulses published before
+        by this process. Raises ``PublishError`` when the store fails (the pulse is
+        published all the same)."""
+        latest = self._remember(item, recent)
         if self.history is None:
             self.history = HealthHistory.from_bytes(publisher.get(HISTORY_KEY))
         latency_ms = now_ms - item.time_ms
@@ -267,3 +294,7 @@ class SiteHealthPublisher:
             self.site, self.history, status, health, now_ms=now_ms, latest=item
         )
         publisher.put_mutable(key, page, content_type=HTML, max_age=max_age)
+        top = latest[0]  # never list an older pulse as the latest
+        if (top.chain_index, top.pulse_index) == (item.chain_index, item.pulse_index):
+            key, page = render_home(self.site, item, latest, refresh_s=max_age, health=health)
+            publisher.put_mutable(key, page, content_type=HTML, max_age=max_age)

@@ -511,3 +511,31 @@ def test_published_site_links_are_relative_and_resolve(tmp_path: Path, signer: S
     assert latest_next not in pages
     # The skip-list targets of the pulses after midnight point back into the old day.
     assert format_timestamp(times[0]) in (root / pulse_page_key(1, 1)).read_text()
+
+
+def test_home_page_keeps_listing_the_last_pulses_after_midnight(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """The state forgets a day's pulses once the day is archived; the home page must not."""
+    times = [ms("2026-03-01T23:56:00") + n * MINUTE for n in range(6)]  # 4 before midnight
+    state = State(tmp_path / "state.sqlite")
+    for n, built in enumerate(build_chain(times, signer)):
+        state.commit_pulse(head=built.head, pulse=built.data, draw=sim(n), next_draw=sim(n + 1))
+    store = LocalDirPublisher(tmp_path / "site")
+    health = SiteHealthPublisher(SITE)
+    for item in state.outbox():
+        publish_item(store, item, last_max_age=60, site=SITE, recent=state.recent_published(20))
+        state.mark_published(item.seq, item.time_ms)
+        archive_complete_days(store, state, item.time_ms, max_age=60)
+        health.published(
+            store,
+            item,
+            now_ms=item.time_ms + 900,
+            max_age=60,
+            recent=state.recent_published(20),
+        )
+    state.close()
+    listed = [
+        u for u in parsed((store.root / HOME_KEY).read_bytes()).urls if u.startswith("html/chain/")
+    ]
+    assert listed == [pulse_page_key(1, p) for p in (6, 6, 6, 5, 4, 3, 2, 1)]  # latest 3x
