@@ -38,8 +38,8 @@
     }
     if (health.state === "degraded" && health.degraded && health.degraded.length) {
       showStrip(strip, "degraded", health.degraded.map(function (d) { return d.message; }).join("; ") + ".");
-    } else if (health.state === "healthy") {
-      showStrip(strip, "healthy", "pulses are on time, with quantum entropy.");
+    } else if (health.state === "healthy" && health.summary) {
+      showStrip(strip, "healthy", health.summary);
     }
   }
 

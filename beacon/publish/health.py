@@ -30,7 +30,7 @@ from typing import Any
 
 from beacon_verifier.format import STATUS_GAP, format_timestamp, parse_pulse
 
-from beacon.entropy import OS_FALLBACK, SOURCE_KINDS
+from beacon.entropy import OS_FALLBACK, QUANTUM_HARDWARE, QUANTUM_SIMULATOR, SOURCE_KINDS
 
 __all__ = [
     "DAY_MS",
@@ -262,10 +262,12 @@ class Health:
     reasons: tuple[Reason, ...]
     last_ms: int | None
     period_ms: int | None
+    summary: str = "pulses are on time."
 
     def to_bytes(self) -> bytes:
         obj = {
             "state": self.state,
+            "summary": self.summary,
             "degraded": [{"code": r.code, "message": r.message} for r in self.reasons],
             "lastPulseMs": self.last_ms,
             "period": self.period_ms,
@@ -357,12 +359,24 @@ def site_health(
         last_latency_ms=last_latency_ms,
         period_ms=period_ms,
     )
+    kind = last_kind if last_kind is not None else status.get("lastPulseSource")
     return Health(
         state="degraded" if reasons else "healthy",
         reasons=tuple(reasons),
         last_ms=last_ms,
         period_ms=period_ms,
+        summary=_SUMMARIES.get(kind if isinstance(kind, str) else "", "pulses are on time."),
     )
+
+
+#: What a healthy strip says, by the entropy source of the latest pulse: a simulator is
+#: never called quantum entropy.
+_SUMMARIES = {
+    QUANTUM_HARDWARE: "pulses are on time, with entropy from quantum hardware.",
+    QUANTUM_SIMULATOR: "pulses are on time; their entropy comes from a quantum circuit"
+    " simulator (pseudo-random bits, not quantum hardware) mixed with the operating"
+    " system's.",
+}
 
 
 def load_status(data: bytes | None) -> dict[str, Any]:

@@ -539,3 +539,7 @@ def test_home_page_keeps_listing_the_last_pulses_after_midnight(
         u for u in parsed((store.root / HOME_KEY).read_bytes()).urls if u.startswith("html/chain/")
     ]
     assert listed == [pulse_page_key(1, p) for p in (6, 6, 6, 5, 4, 3, 2, 1)]  # latest 3x
+    # The status page's charts are in its bytes (they show with JavaScript off).
+    status = (store.root / STATUS_PAGE_KEY).read_bytes()
+    assert status.count(b'<svg class="chart') == 10
+    assert parsed(status).tags.count("script") == 1  # site.js, for the strip only

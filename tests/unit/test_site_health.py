@@ -101,8 +101,13 @@ def test_degraded_reasons_from_status_json_and_the_last_pulse() -> None:
 def test_site_health_says_healthy_or_degraded_and_what_the_browser_needs() -> None:
     healthy = site_health({"period": 1000}, last_kind="quantum-simulator", last_ms=5)
     assert healthy.state == "healthy" and healthy.period_ms == 1000
+    # Never "quantum entropy" for a simulator's bits.
+    assert "simulator" in healthy.summary and "not quantum hardware" in healthy.summary
+    hardware = site_health({}, last_kind="quantum-hardware")
+    assert hardware.summary == "pulses are on time, with entropy from quantum hardware."
     assert json.loads(healthy.to_bytes()) == {
         "state": "healthy",
+        "summary": healthy.summary,
         "degraded": [],
         "lastPulseMs": 5,
         "period": 1000,
