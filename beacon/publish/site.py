@@ -439,6 +439,7 @@ def _row(item: OutboxItem) -> dict[str, Any]:
         "kind": item.kind,
         "fallback": item.kind == OS_FALLBACK,
         "external_missing": pulse.external.status_code != 0,
+        "gap": bool(pulse.status_code & STATUS_GAP),
         "page": pulse_page_key(item.chain_index, item.pulse_index),
     }
 

@@ -398,7 +398,7 @@ def test_health_at_a_glance_screenshots_and_time_lookup(
     text = " ".join(" ".join(home.text).split())
     assert 'data-state="degraded"' in home.dom and "Degraded" in text
     assert "IBM jobs fail" in text and "operating system, not from quantum circuits" in text
-    assert "OS fallback" in text  # the badges in the table
+    assert "OS fallback" in text and "after a gap" in text  # the badges in the table
     # Without scripts (file://, nothing fetched) the home page says it all the same.
     static = browser.dom(site.as_uri() + "/" + HOME_KEY)
     assert 'data-state="degraded"' in static.dom and "IBM jobs fail" in static.dom
