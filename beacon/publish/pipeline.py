@@ -35,6 +35,7 @@ from beacon.publish.archives import (
     build_day_archive,
     build_pq_archive,
 )
+from beacon.publish.draw_page import render_draw_page
 from beacon.publish.head import complete_day
 from beacon.publish.indexes import update_indexes
 from beacon.publish.site import (
@@ -46,7 +47,6 @@ from beacon.publish.site import (
     days_from_keys,
     render_day_pages,
     render_days_page,
-    render_draw_page,
     render_find_page,
     render_home,
     render_pulse_page,

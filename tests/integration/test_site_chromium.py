@@ -29,6 +29,7 @@ from beacon_verifier import layout
 from beacon_verifier.format import format_timestamp, parse_pulse
 
 from beacon.entropy import EntropyDraw
+from beacon.publish.draw_page import DrawExample, render_draw_page
 from beacon.publish.local import LocalDirPublisher
 from beacon.publish.pipeline import (
     archive_complete_days,
@@ -40,10 +41,8 @@ from beacon.publish.site import (
     DRAW_KEY,
     HOME_KEY,
     STATUS_KEY,
-    DrawExample,
     SiteInfo,
     pulse_page_key,
-    render_draw_page,
 )
 from beacon.publish.status_page import SiteHealthPublisher
 from beacon.pulse.keys import Signer

@@ -21,6 +21,7 @@ from beacon_verifier.format import (
 
 from beacon.entropy import EntropyDraw
 from beacon.entropy.record import fallback_record
+from beacon.publish.draw_page import DrawExample, render_draw_page
 from beacon.publish.local import LocalDirPublisher
 from beacon.publish.pipeline import archive_complete_days, publish_item, publish_site_pages
 from beacon.publish.site import (
@@ -33,7 +34,6 @@ from beacon.publish.site import (
     STATUS_KEY,
     STATUS_PAGE_KEY,
     VERIFY_KEY,
-    DrawExample,
     SiteInfo,
     day_page_key,
     days_from_keys,
@@ -41,7 +41,6 @@ from beacon.publish.site import (
     pulse_page_key,
     render_day_pages,
     render_days_page,
-    render_draw_page,
     render_home,
     render_pulse_page,
     render_verify_page,
