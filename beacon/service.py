@@ -58,6 +58,7 @@ from beacon.publish.pipeline import (
     publish_site_pages,
 )
 from beacon.publish.site import RECENT_PULSES, STATUS_KEY, SiteInfo
+from beacon.publish.status_page import SiteHealthPublisher
 from beacon.pulse.builder import BuildError, ChainHead, build_pulse
 from beacon.pulse.keys import Signer
 from beacon.state import InstanceLock, OutboxItem, State
@@ -320,6 +321,7 @@ class Beacon:
             site_url=self.settings.site_url,
             period_ms=self.settings.period_ms,
         )
+        site_health = SiteHealthPublisher(site)
         try:
             while True:
                 items = state.outbox()
@@ -350,6 +352,13 @@ class Beacon:
                         archive_complete_days(self.publisher, state, item.time_ms, max_age=max_age)
                         self._publish_batches(item.chain_index, item.pulse_index)
                         self._write_status(state, item.time_ms)
+                        site_health.published(
+                            self.publisher,
+                            item,
+                            now_ms=self.clock.now_ms(),
+                            max_age=self._seconds_to_next_boundary(),
+                            recent=state.recent_published(RECENT_PULSES),
+                        )
                     if not published_site:
                         # After the first pulses rather than before: pulses are waited for.
                         self.lease.ensure()

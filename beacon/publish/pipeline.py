@@ -13,8 +13,8 @@ archive (its co-signatures, when it has any), its archive and its HTML page
 (all immutable), updates the list of days, and only then forgets them, so a
 crash in between simply writes the same again.
 
-The site's other pages (style sheet, "verify it yourself", fair draws, the
-list of days) are written by ``publish_site_pages`` once per run, right after
+The site's other pages (style sheet, script, "verify it yourself", fair draws,
+find by time, the list of days) are written by ``publish_site_pages`` once per run, right after
 the first pulses it publishes (so that they do not delay those pulses).
 """
 
@@ -35,19 +35,22 @@ from beacon.publish.archives import (
     build_day_archive,
     build_pq_archive,
 )
+from beacon.publish.draw_page import render_draw_page
 from beacon.publish.head import complete_day
 from beacon.publish.indexes import update_indexes
 from beacon.publish.site import (
     CSS,
     DAY_PAGE_PREFIX,
     HTML,
+    JS,
     SiteInfo,
     days_from_keys,
-    render_day_page,
+    render_day_pages,
     render_days_page,
-    render_draw_page,
+    render_find_page,
     render_home,
     render_pulse_page,
+    render_script,
     render_style,
     render_verify_page,
 )
@@ -78,7 +81,12 @@ def publish_site_pages(
     the home page's link to it resolves before any day is complete).
     """
     publisher.put_mutable(*render_style(), content_type=CSS, max_age=max_age)
-    for key, page in (render_verify_page(site, certificate_id), render_draw_page(site)):
+    publisher.put_mutable(*render_script(), content_type=JS, max_age=max_age)
+    for key, page in (
+        render_verify_page(site, certificate_id),
+        render_draw_page(site),
+        render_find_page(site),
+    ):
         publisher.put_mutable(key, page, content_type=HTML, max_age=max_age)
     publish_days_page(publisher, max_age=max_age)
 
@@ -161,8 +169,8 @@ def archive_complete_days(
             )
         archive = build_day_archive(day, archive_items)
         publisher.put_immutable(layout.archive_key(day), archive, content_type=ARCHIVE_CONTENT_TYPE)
-        page = render_day_page(day, items, pq_archive=pq_archive is not None)
-        publisher.put_immutable(*page, content_type=HTML)
+        for page in render_day_pages(day, items, pq_archive=pq_archive is not None):
+            publisher.put_immutable(*page, content_type=HTML)
     if done:
         publish_days_page(publisher, max_age=max_age)
         state.forget_published_before(today)

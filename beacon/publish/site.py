@@ -21,7 +21,6 @@ after a crash gives the same bytes and the store accepts the retry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,15 +28,6 @@ from datetime import date
 from typing import Any
 
 from beacon_verifier import layout
-from beacon_verifier.draw import (
-    Manifest,
-    draw,
-    draw_seed,
-    entrant_list_bytes,
-    manifest_hash,
-    parse_entrant_bytes,
-)
-from beacon_verifier.errors import DrawError
 from beacon_verifier.format import (
     LINK_TYPES,
     STATUS_CERTIFICATE_CHANGED,
@@ -51,6 +41,7 @@ from beacon_verifier.format import (
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from beacon.entropy import OS_FALLBACK, QUANTUM_HARDWARE, QUANTUM_SIMULATOR
+from beacon.publish.health import HEALTH_KEY, HOUR_MS, Health, site_health
 from beacon.state import OutboxItem
 
 __all__ = [
@@ -58,39 +49,50 @@ __all__ = [
     "DAYS_KEY",
     "DAY_PAGE_PREFIX",
     "DRAW_KEY",
+    "FIND_KEY",
     "HOME_KEY",
     "HTML",
+    "JS",
     "RECENT_PULSES",
+    "SCRIPT_KEY",
     "STATUS_KEY",
+    "STATUS_PAGE_KEY",
     "STYLE_KEY",
     "VERIFY_KEY",
-    "DrawExample",
     "PulseField",
     "SiteInfo",
     "SourceDescription",
     "day_page_key",
     "days_from_keys",
     "describe_source",
+    "hour_page_key",
     "pulse_fields",
     "pulse_page_key",
-    "render_day_page",
+    "render_day_pages",
     "render_days_page",
-    "render_draw_page",
+    "render_find_page",
     "render_home",
     "render_pulse_page",
+    "render_script",
     "render_style",
+    "render_template",
     "render_verify_page",
     "status_words",
 ]
 
 HTML = "text/html; charset=utf-8"
 CSS = "text/css"
+JS = "text/javascript; charset=utf-8"
 
 HOME_KEY = "index.html"
 VERIFY_KEY = "verify.html"
 DRAW_KEY = "draw.html"
 DAYS_KEY = "days.html"
 STYLE_KEY = "style.css"
+SCRIPT_KEY = "site.js"
+STATUS_PAGE_KEY = "status.html"
+#: The page that finds a pulse by time (``?at=``, ``?t=`` or ``?next=``), with site.js.
+FIND_KEY = "find.html"
 #: The beacon's status (JSON), written by the service after each pulse.
 STATUS_KEY = "status.json"
 DAY_PAGE_PREFIX = "html/day/"
@@ -133,6 +135,11 @@ def day_page_key(day: date) -> str:
     return f"{DAY_PAGE_PREFIX}{day.isoformat()}.html"
 
 
+def hour_page_key(day: date, hour: int) -> str:
+    """``html/day/{YYYY-MM-DD}/{HH}.html``: the pulses of one hour of a complete day (immutable)."""
+    return f"{DAY_PAGE_PREFIX}{day.isoformat()}/{hour:02d}.html"
+
+
 def days_from_keys(keys: Iterable[str]) -> list[date]:
     """The days whose pages are among ``keys`` (from ``publisher.list``), newest first.
 
@@ -169,61 +176,6 @@ class SiteInfo:
             raise ValueError("a site needs a name and a URL")
         if self.period_ms < 1:
             raise ValueError(f"period must be positive, got {self.period_ms} ms")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DrawExample:
-    """The inputs of the fair-draw page's worked example.
-
-    ``entrants`` is the text of an entrant file (one per line); ``output_value``
-    stands for the outputValue of the pulse at ``pulse_time_ms``. The page
-    computes everything else (hashes, manifest, seed, winners) with
-    ``beacon_verifier.draw`` when it is rendered. Raises ``ValueError`` for
-    fewer than one winner or an outputValue that is not 64 bytes.
-    """
-
-    label: str
-    entrants: str
-    winners: int
-    pulse_time_ms: int
-    output_value: bytes
-    output_value_origin: str
-
-    def __post_init__(self) -> None:
-        if self.winners < 1:
-            raise ValueError(f"a draw needs at least one winner, got {self.winners}")
-        if len(self.output_value) != hashlib.sha512().digest_size:
-            raise ValueError("an outputValue is 64 bytes")
-
-
-_EXAMPLE_VALUE_TEXT = "an example outputValue"
-
-#: The worked example on the fair-draw page. Its outputValue is made up (and
-#: says how), so that the page can be written before any pulse exists.
-EXAMPLE_DRAW = DrawExample(
-    label="Example: three winners among ten entrants",
-    entrants="\n".join(
-        (
-            "Ada Lovelace",
-            "Alan Turing",
-            "Grace Hopper",
-            "Katherine Johnson",
-            "Claude Shannon",
-            "Emmy Noether",
-            "John von Neumann",
-            "Dorothy Vaughan",
-            "Hedy Lamarr",
-            "Edsger Dijkstra",
-        )
-    ),
-    winners=3,
-    pulse_time_ms=1_798_804_800_000,  # 2027-01-01T12:00:00.000Z
-    output_value=hashlib.sha512(_EXAMPLE_VALUE_TEXT.encode()).digest(),
-    output_value_origin=f'made up for this example: SHA-512 of the text "{_EXAMPLE_VALUE_TEXT}"',
-)
-#: The beacon the example's manifest names when the site's own URL is not one a
-#: manifest accepts (a draw needs a site root it can fetch).
-_EXAMPLE_BEACON = "https://beacon.example.org"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -378,8 +330,14 @@ def pulse_fields(item: OutboxItem, pulse: Pulse) -> list[PulseField]:
 # --- rendering ------------------------------------------------------------------------
 
 
-def _render(template: str, key: str, **context: Any) -> tuple[str, bytes]:
-    """Render ``template`` as the page ``key``; ``url(k)`` in it is ``k`` relative to the page."""
+def render_template(
+    template: str, key: str, *, health: Health | None = None, **context: Any
+) -> tuple[str, bytes]:
+    """Render ``template`` as the page ``key``; ``url(k)`` in it is ``k`` relative to the page.
+
+    ``health`` is what the page's status strip says when it is rendered (None on
+    immutable pages: their strip is filled in by the browser from ``status/health.json``).
+    """
     root = "../" * key.count("/")
 
     def url(target: str) -> str:
@@ -387,11 +345,17 @@ def _render(template: str, key: str, **context: Any) -> tuple[str, bytes]:
 
     page = ENV.get_template(template).render(
         url=url,
+        root=root,
         home_page=HOME_KEY,
         days_page=DAYS_KEY,
         verify_page=VERIFY_KEY,
         draw_page=DRAW_KEY,
+        status_page=STATUS_PAGE_KEY,
+        find_page=FIND_KEY,
         style_sheet=STYLE_KEY,
+        script=SCRIPT_KEY,
+        health_json=HEALTH_KEY,
+        health=health,
         **context,
     )
     return key, page.encode("utf-8")
@@ -406,6 +370,9 @@ def _row(item: OutboxItem) -> dict[str, Any]:
         "time": pulse.time_stamp,
         "value": pulse.output_value.hex().upper(),
         "kind": item.kind,
+        "fallback": item.kind == OS_FALLBACK,
+        "external_missing": pulse.external.status_code != 0,
+        "gap": bool(pulse.status_code & STATUS_GAP),
         "page": pulse_page_key(item.chain_index, item.pulse_index),
     }
 
@@ -417,7 +384,7 @@ def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
     """
     pulse = parse_pulse(item.pulse)
     c, p = item.chain_index, item.pulse_index
-    return _render(
+    return render_template(
         "pulse.html",
         pulse_page_key(c, p),
         pulse=pulse,
@@ -425,7 +392,9 @@ def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
         fields=pulse_fields(item, pulse),
         source=describe_source(item.kind, item.record),
         previous=pulse_page_key(c, p - 1) if p > 1 else None,
-        next=None if pulse.status_code & STATUS_CHAIN_END else pulse_page_key(c, p + 1),
+        # The next pulse does not exist when this immutable page is written: its link
+        # is a time lookup, which finds it once it is out.
+        next=None if pulse.status_code & STATUS_CHAIN_END else f"{FIND_KEY}?next={pulse.time_ms}",
         links=[(t, k) for t, k in _link_targets(item, pulse).items() if t != "previous"],
         pulse_json=layout.pulse_key(c, p),
         record_json=layout.entropy_record_key(c, p),
@@ -437,50 +406,105 @@ def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
 
 
 def render_home(
-    site: SiteInfo, latest: OutboxItem, older: Sequence[OutboxItem], *, refresh_s: int
+    site: SiteInfo,
+    latest: OutboxItem,
+    older: Sequence[OutboxItem],
+    *,
+    refresh_s: int,
+    health: Health | None = None,
 ) -> tuple[str, bytes]:
     """The home page (mutable): the latest pulse, the ones before it, links to the rest.
 
     ``older`` are published pulses, newest first; only those before ``latest``
     are listed, at most ``RECENT_PULSES`` in all. The page reloads itself after
-    ``refresh_s`` plus a margin, when the next pulse should be out.
+    ``refresh_s`` plus a margin, when the next pulse should be out. ``health`` is
+    what its status strip says; by default what the latest pulse shows.
     """
     pulse = parse_pulse(latest.pulse)
     before = [i for i in older if i.time_ms < latest.time_ms][: RECENT_PULSES - 1]
-    return _render(
+    recent = [_row(i) for i in [latest, *before]]
+    if health is None:
+        health = site_health(
+            None,
+            last_kind=latest.kind,
+            last_external_code=pulse.external.status_code,
+            last_ms=latest.time_ms,
+            period_ms=site.period_ms,
+        )
+    return render_template(
         "index.html",
         HOME_KEY,
+        health=health,
         site=site,
+        fallbacks=sum(r["fallback"] for r in recent),
+        external_missing=sum(r["external_missing"] for r in recent),
         pulse=pulse,
         value=pulse.output_value.hex().upper(),
         source=describe_source(latest.kind, latest.record),
         page=pulse_page_key(latest.chain_index, latest.pulse_index),
-        recent=[_row(i) for i in [latest, *before]],
+        recent=recent,
         refresh=max(1, refresh_s) + REFRESH_MARGIN_S,
         last_json=layout.LAST_KEY,
-        status_json=STATUS_KEY,
         certificate=layout.certificate_key(pulse.certificate_id.hex()),
     )
 
 
-def render_day_page(
+def render_day_pages(
     day: date, items: Sequence[OutboxItem], *, pq_archive: bool = False
-) -> tuple[str, bytes]:
-    """The immutable page of one complete UTC day: each pulse, the day's archive and,
-    with ``pq_archive`` (the day has one), its PQ archive."""
-    return _render(
-        "day.html",
-        day_page_key(day),
-        day=day.isoformat(),
-        pulses=[_row(i) for i in items],
-        archive=layout.archive_key(day),
-        pq_archive=layout.pq_archive_key(day) if pq_archive else None,
+) -> list[tuple[str, bytes]]:
+    """The immutable pages of one complete UTC day: one per hour that has pulses
+    (every pulse of the hour), then the day's page (its hours, the day's archive
+    and, with ``pq_archive``, its PQ archive). Write them in this order, so the
+    day page links only what exists."""
+    rows = [_row(i) for i in items]
+    by_hour: dict[int, list[dict[str, Any]]] = {}
+    for item, row in zip(items, rows, strict=True):
+        by_hour.setdefault(item.time_ms // HOUR_MS % 24, []).append(row)
+    hours = sorted(by_hour)
+    pages = []
+    for n, hour in enumerate(hours):
+        hour_rows = by_hour[hour]
+        pages.append(
+            render_template(
+                "hour.html",
+                hour_page_key(day, hour),
+                day=day.isoformat(),
+                day_page=day_page_key(day),
+                hour=f"{hour:02d}",
+                pulses=hour_rows,
+                previous=hour_page_key(day, hours[n - 1]) if n else None,
+                next=hour_page_key(day, hours[n + 1]) if n + 1 < len(hours) else None,
+            )
+        )
+    summary = [
+        {
+            "hour": f"{h:02d}",
+            "page": hour_page_key(day, h) if h in by_hour else None,
+            "pulses": len(by_hour.get(h, ())),
+            "fallbacks": sum(r["fallback"] for r in by_hour.get(h, ())),
+            "external_missing": sum(r["external_missing"] for r in by_hour.get(h, ())),
+        }
+        for h in range(24)
+    ]
+    pages.append(
+        render_template(
+            "day.html",
+            day_page_key(day),
+            day=day.isoformat(),
+            count=len(rows),
+            fallbacks=sum(r["fallback"] for r in rows),
+            external_missing=sum(r["external_missing"] for r in rows),
+            hours=summary,
+            archive=layout.archive_key(day),
+            pq_archive=layout.pq_archive_key(day) if pq_archive else None,
+        )
     )
+    return pages
 
 
 def render_days_page(days: Sequence[date]) -> tuple[str, bytes]:
     """The list of archived days (mutable), newest first."""
-    return _render(
+    return render_template(
         "days.html",
         DAYS_KEY,
         days=[(d.isoformat(), day_page_key(d), layout.archive_key(d)) for d in days],
@@ -489,7 +513,7 @@ def render_days_page(days: Sequence[date]) -> tuple[str, bytes]:
 
 def render_verify_page(site: SiteInfo, certificate_id: bytes) -> tuple[str, bytes]:
     """The "verify it yourself" page (mutable): what to check and how."""
-    return _render(
+    return render_template(
         "verify.html",
         VERIFY_KEY,
         site=site,
@@ -499,49 +523,20 @@ def render_verify_page(site: SiteInfo, certificate_id: bytes) -> tuple[str, byte
     )
 
 
-def _example_manifest(site: SiteInfo, example: DrawExample, entrant_bytes: bytes) -> Manifest:
-    fields: dict[str, Any] = {
-        "chain": 1,
-        "pulse_time_ms": example.pulse_time_ms,
-        "entrants": hashlib.sha512(entrant_bytes).digest(),
-        "entrant_count": len(parse_entrant_bytes(entrant_bytes)),
-        "winners": example.winners,
-        "label": example.label,
-    }
-    try:
-        return Manifest(beacon=site.site_url, **fields)
-    except DrawError:
-        return Manifest(beacon=_EXAMPLE_BEACON, **fields)
-
-
-def render_draw_page(site: SiteInfo, example: DrawExample = EXAMPLE_DRAW) -> tuple[str, bytes]:
-    """The "use it for a fair draw" page (mutable), with a worked example.
-
-    The example's manifest, hashes, seed and winners are computed here with
-    ``beacon_verifier.draw``, the code ``beacon-verify draw`` runs, so the page
-    cannot drift from it. Raises ``DrawError`` when the example's entrants or
-    winners do not make a draw.
-    """
-    entrant_bytes = entrant_list_bytes(example.entrants)
-    manifest = _example_manifest(site, example, entrant_bytes)
-    manifest_bytes = manifest.to_bytes()
-    values = [example.output_value]
-    return _render(
-        "draw.html",
-        DRAW_KEY,
-        site=site,
-        example=example,
-        entrants=parse_entrant_bytes(entrant_bytes),
-        entrants_sha512=manifest.entrants.hex(),
-        manifest=manifest,
-        manifest_text=manifest_bytes.decode("utf-8"),
-        manifest_sha512=manifest_hash(manifest_bytes).hex(),
-        output_value=example.output_value.hex().upper(),
-        seed=draw_seed(manifest_bytes, values).hex(),
-        winners=draw(manifest_bytes, entrant_bytes, values),
-    )
-
-
 def render_style() -> tuple[str, bytes]:
     """The one style sheet every page links to."""
-    return _render("style.css", STYLE_KEY)
+    return render_template("style.css", STYLE_KEY)
+
+
+def render_script() -> tuple[str, bytes]:
+    """The one script every page loads: the status strip's live state and the time lookup.
+
+    Every page works without it (the strip then says what was known when the page
+    was written; only ``find.html`` needs it).
+    """
+    return render_template("site.js", SCRIPT_KEY)
+
+
+def render_find_page(site: SiteInfo) -> tuple[str, bytes]:
+    """``find.html`` (mutable): opens the pulse at or after a time, or the one after a pulse."""
+    return render_template("find.html", FIND_KEY, site=site)

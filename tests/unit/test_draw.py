@@ -71,7 +71,7 @@ def manifest_obj(entrant_bytes: bytes, **changes: Any) -> dict[str, Any]:
 
 
 def naive_draw(manifest: bytes, entrants_file: str, output_values: Sequence[bytes]) -> list[str]:
-    """The algorithm as the README states it, written without the module's helpers.
+    """The algorithm as docs/draws.md states it, written without the module's helpers.
 
     The stream is built up front as one big integer and cut into u64s with shifts.
     """
@@ -542,8 +542,8 @@ def test_bad_result_is_refused_naming_the_field(
         parse_result(json.dumps(obj).encode())
 
 
-def test_readme_publishes_the_first_vector() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+def test_the_draws_spec_publishes_the_first_vector() -> None:
+    readme = (Path(__file__).parents[2] / "docs" / "draws.md").read_text(encoding="utf-8")
     vec = load_vector(VECTORS / "draw" / "nist-three-of-ten.json")
     for value in (
         vec["manifest"],

@@ -148,7 +148,8 @@ def test_pq_archive_written_first_with_every_co_signature_of_the_day(
 
     day = date(2026, 3, 1)
     pq_key, day_key = layout.pq_archive_key(day), layout.archive_key(day)
-    assert site.written == [pq_key, day_key, day_page_key(day)]
+    hour_page = "html/day/2026-03-01/23.html"  # its pulses are of 23:5x
+    assert site.written == [pq_key, day_key, hour_page, day_page_key(day)]
     pq = site.get(pq_key)
     assert pq is not None
     expected = b"".join(

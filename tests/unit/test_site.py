@@ -21,6 +21,7 @@ from beacon_verifier.format import (
 
 from beacon.entropy import EntropyDraw
 from beacon.entropy.record import fallback_record
+from beacon.publish.draw_page import DrawExample, render_draw_page
 from beacon.publish.local import LocalDirPublisher
 from beacon.publish.pipeline import archive_complete_days, publish_item, publish_site_pages
 from beacon.publish.site import (
@@ -29,21 +30,22 @@ from beacon.publish.site import (
     ENV,
     HOME_KEY,
     REFRESH_MARGIN_S,
+    SCRIPT_KEY,
     STATUS_KEY,
+    STATUS_PAGE_KEY,
     VERIFY_KEY,
-    DrawExample,
     SiteInfo,
     day_page_key,
     days_from_keys,
     describe_source,
     pulse_page_key,
-    render_day_page,
+    render_day_pages,
     render_days_page,
-    render_draw_page,
     render_home,
     render_pulse_page,
     render_verify_page,
 )
+from beacon.publish.status_page import SiteHealthPublisher
 from beacon.pulse.builder import build_pulse
 from beacon.pulse.keys import Signer
 from beacon.state import OutboxItem, State
@@ -168,7 +170,9 @@ def test_pulse_page_shows_every_field_and_links_its_neighbours(items: list[Outbo
     urls = parsed(page).urls
     up = "../../../../"
     assert up + pulse_page_key(1, 2) in urls  # previous
-    assert up + pulse_page_key(1, 4) in urls  # next, even before it exists
+    # next: a time lookup, since the next pulse does not exist when this page is written
+    assert f"{up}find.html?next={item.time_ms}" in urls
+    assert up + pulse_page_key(1, 4) not in urls
     for unit, target in item.links.items():  # hour/day/month/year targets
         assert f'<a href="{up}{pulse_page_key(1, target)}">{unit}</a>' in text
     for key_ in (
@@ -251,21 +255,23 @@ def test_first_and_last_pulses_of_a_chain_have_no_link_beyond_it(
 def test_immutable_pages_are_deterministic(items: list[OutboxItem]) -> None:
     assert render_pulse_page(items[1]) == render_pulse_page(items[1])
     day = date(2026, 3, 1)
-    assert render_day_page(day, items[:2]) == render_day_page(day, items[:2])
+    assert render_day_pages(day, items[:2]) == render_day_pages(day, items[:2])
     # Nothing of the time of rendering gets in (the pulses are from another day).
     today = datetime.now(UTC).date().isoformat()
     assert today.encode() not in render_pulse_page(items[1])[1]
-    assert today.encode() not in render_day_page(day, items[:2])[1]
+    for _, page in render_day_pages(day, items[:2]):
+        assert today.encode() not in page
 
 
 def test_day_page_links_its_archives(items: list[OutboxItem]) -> None:
     day = date(2026, 3, 1)
-    key, plain = render_day_page(day, items[:2])
+    *hours, (key, plain) = render_day_pages(day, items[:2])
     assert key == day_page_key(day)
+    assert [k for k, _ in hours] == ["html/day/2026-03-01/23.html"]
     urls = parsed(plain).urls
     assert "../../" + layout.archive_key(day) in urls
     assert not [u for u in urls if u.endswith(".pq.jsonl.gz")]  # the day has no PQ archive
-    cosigned = parsed(render_day_page(day, items[:2], pq_archive=True)[1]).urls
+    cosigned = parsed(render_day_pages(day, items[:2], pq_archive=True)[-1][1]).urls
     assert "../../" + layout.pq_archive_key(day) in cosigned
     assert "../../" + layout.archive_key(day) in cosigned
 
@@ -321,7 +327,11 @@ def test_quantum_details_come_from_the_record() -> None:
 def assert_inert(page: bytes, *payloads: str) -> None:
     """No payload became markup, and each one is shown as text."""
     found = parsed(page)
-    assert "script" not in found.tags and "img" not in found.tags
+    # The one script allowed is the site's own, by URL, with no inline code.
+    scripts = [u for u in found.urls if u.endswith(SCRIPT_KEY)]
+    assert found.tags.count("script") == len(scripts) == 1
+    assert f'<script src="{scripts[0]}" defer></script>'.encode() in page
+    assert "img" not in found.tags
     assert found.handlers == []
     assert not any(url.lower().startswith("javascript:") for url in found.urls)
     text = "".join(found.text)
@@ -341,7 +351,8 @@ def test_hostile_record_strings_are_escaped(tmp_path: Path, signer: Signer) -> N
     assert_inert(render_pulse_page(two)[1], IMG)
     site = SiteInfo(name=SCRIPT, site_url="https://beacon.test", period_ms=MINUTE)
     assert_inert(render_home(site, two, [one], refresh_s=30)[1], SCRIPT, IMG)
-    assert_inert(render_day_page(date(2026, 3, 1), [one, two])[1])
+    for _, page in render_day_pages(date(2026, 3, 1), [one, two]):
+        assert_inert(page)
     assert_inert(render_verify_page(site, b"\x01" * 64)[1], SCRIPT)
 
 
@@ -398,7 +409,7 @@ def test_home_page_shows_the_latest_pulse_and_reloads_after_the_next_boundary(
     assert f'<meta http-equiv="refresh" content="{17 + REFRESH_MARGIN_S}">' in text
     listed = [u for u in parsed(page).urls if u.startswith("html/chain/")]
     assert listed == [pulse_page_key(1, p) for p in (3, 3, 3, 2, 1)]  # latest 3x, then older
-    for target in (STATUS_KEY, VERIFY_KEY, DRAW_KEY, DAYS_KEY, layout.LAST_KEY):
+    for target in (STATUS_PAGE_KEY, VERIFY_KEY, DRAW_KEY, DAYS_KEY, layout.LAST_KEY):
         assert target in parsed(page).urls
 
 
@@ -456,7 +467,7 @@ def page_links(root: Path, key: str) -> list[tuple[str, Path]]:
         parts = urlsplit(url)
         assert not parts.scheme and not parts.netloc and not url.startswith("/"), url
         assert not url.endswith("/"), url  # a directory URL does not resolve from file://
-        target = PurePosixPath(key).parent / url
+        target = PurePosixPath(key).parent / parts.path  # find.html?next=...: the page
         out.append((url, (root / target).resolve()))
     return out
 
@@ -472,26 +483,62 @@ def test_published_site_links_are_relative_and_resolve(tmp_path: Path, signer: S
     )
     publish_site_pages(store, SITE, signer.certificate_id, max_age=60)
     store.put_mutable(STATUS_KEY, b"{}", content_type="", max_age=60)  # the service's
+    health = SiteHealthPublisher(SITE)
     for item in state.outbox():
         publish_item(store, item, last_max_age=60, site=SITE, recent=state.recent_published(20))
         # A retry after a crash renders the same immutable page: the store accepts it.
         publish_item(store, item, last_max_age=60, site=SITE, recent=state.recent_published(20))
         state.mark_published(item.seq, item.time_ms)
         archive_complete_days(store, state, item.time_ms, max_age=60)
+        health.published(store, item, now_ms=item.time_ms + 900, max_age=60)
     root = store.root
     day = date(2026, 3, 1)
     assert (root / day_page_key(day)).is_file()  # the day completed at midnight
     assert day_page_key(day) in (root / DAYS_KEY).read_text()
     latest_next = pulse_page_key(1, 5)
     pages = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.html"))
-    assert len(pages) == 4 + 1 + 4  # home, verify, draw, days; a day; four pulses
+    # home, verify, draw, days, find, status; a day and its one hour; four pulses
+    assert len(pages) == 6 + 2 + 4
+    assert "html/day/2026-03-01/23.html" in pages
     missing = [
         (page, url)
         for page in pages
         for url, target in page_links(root, page)
-        if not target.is_file() and not (page.endswith("/4.html") and url.endswith("5.html"))
+        if not target.is_file()
     ]
     assert missing == []
     assert latest_next not in pages
     # The skip-list targets of the pulses after midnight point back into the old day.
     assert format_timestamp(times[0]) in (root / pulse_page_key(1, 1)).read_text()
+
+
+def test_home_page_keeps_listing_the_last_pulses_after_midnight(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """The state forgets a day's pulses once the day is archived; the home page must not."""
+    times = [ms("2026-03-01T23:56:00") + n * MINUTE for n in range(6)]  # 4 before midnight
+    state = State(tmp_path / "state.sqlite")
+    for n, built in enumerate(build_chain(times, signer)):
+        state.commit_pulse(head=built.head, pulse=built.data, draw=sim(n), next_draw=sim(n + 1))
+    store = LocalDirPublisher(tmp_path / "site")
+    health = SiteHealthPublisher(SITE)
+    for item in state.outbox():
+        publish_item(store, item, last_max_age=60, site=SITE, recent=state.recent_published(20))
+        state.mark_published(item.seq, item.time_ms)
+        archive_complete_days(store, state, item.time_ms, max_age=60)
+        health.published(
+            store,
+            item,
+            now_ms=item.time_ms + 900,
+            max_age=60,
+            recent=state.recent_published(20),
+        )
+    state.close()
+    listed = [
+        u for u in parsed((store.root / HOME_KEY).read_bytes()).urls if u.startswith("html/chain/")
+    ]
+    assert listed == [pulse_page_key(1, p) for p in (6, 6, 6, 5, 4, 3, 2, 1)]  # latest 3x
+    # The status page's charts are in its bytes (they show with JavaScript off).
+    status = (store.root / STATUS_PAGE_KEY).read_bytes()
+    assert status.count(b'<svg class="chart') == 10
+    assert parsed(status).tags.count("script") == 1  # site.js, for the strip only

@@ -2,7 +2,7 @@
 
 A lottery operator announces a draw as a **manifest** before the pulse it uses
 exists; anyone can later re-derive the winners from the manifest, the entrant
-list and the target pulse's outputValue (README, "Fair draws", is the spec):
+list and the target pulse's outputValue (docs/draws.md is the spec):
 
 - entrant list bytes: entrants one per line, stripped, empty lines dropped,
   joined with LF, UTF-8 (``entrant_list_bytes``);
