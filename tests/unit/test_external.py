@@ -163,3 +163,13 @@ def test_record_parse_errors_name_the_field() -> None:
         )
     with pytest.raises(ValueError, match="drand"):
         ext.RoundRecord.from_json(b'{"source":"nist"}')
+
+
+def test_info_hash_covers_genesis_and_period() -> None:
+    doc = json.loads((VECTORS / "drand" / "quicknet.json").read_text())["info"]
+    assert ext.DrandChain.from_info(doc).computed_hash() == ext.QUICKNET.chain_hash
+    for field, value in (("genesis_time", doc["genesis_time"] + 3), ("period", 30)):
+        with pytest.raises(ValueError, match="hash does not match"):
+            ext.DrandChain.from_info({**doc, field: value})
+    with pytest.raises(ValueError, match="schemeID"):
+        ext.DrandChain.from_info({**doc, "schemeID": "pedersen-bls-chained"})

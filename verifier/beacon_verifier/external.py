@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,12 +63,18 @@ _G2_GENERATOR = bytes.fromhex(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DrandChain:
-    """A drand chain pinned by its hash, public key, genesis (Unix s) and period (s)."""
+    """A drand chain: its hash, public key, genesis (Unix s), period (s), group hash, id.
+
+    The chain hash covers the others (``computed_hash``), so pinning the hash
+    and the key pins genesis and period too: a relay cannot shift round times.
+    """
 
     chain_hash: bytes
     public_key: bytes
     genesis_time: int
     period: int
+    group_hash: bytes = b""
+    beacon_id: str = ""
 
     def __post_init__(self) -> None:
         if len(self.chain_hash) != 32:
@@ -81,6 +88,15 @@ class DrandChain:
     def source_id(self) -> bytes:
         return source_id(self.chain_hash)
 
+    def computed_hash(self) -> bytes:
+        """drand's chain hash: SHA-256(u32 period || i64 genesis || key || group hash || id),
+        the id left out when it is "default" (as drand's ``chain.Info.Hash``)."""
+        h = hashlib.sha256(struct.pack(">Iq", self.period, self.genesis_time))
+        h.update(self.public_key + self.group_hash)
+        if self.beacon_id not in ("", "default"):
+            h.update(self.beacon_id.encode())
+        return h.digest()
+
     def round_at(self, time_ms: int) -> int | None:
         """The round whose time is exactly ``time_ms``; None when no round lands there."""
         offset = time_ms - self.genesis_time * 1000
@@ -93,20 +109,44 @@ class DrandChain:
         return (self.genesis_time + (round_number - 1) * self.period) * 1000
 
     @classmethod
-    def from_info(cls, info: dict[str, Any]) -> DrandChain:
-        """From a drand ``/info`` document; ``ValueError`` naming the field when it is wrong."""
+    def from_info(cls, info: object) -> DrandChain:
+        """From a drand ``/info`` document whose hash covers its fields.
+
+        Raises ``ValueError`` naming what is wrong (a field, the scheme, the hash).
+        """
+        if not isinstance(info, dict):
+            raise ValueError("drand info: not a JSON object")
         try:
             scheme = info.get("schemeID", SCHEME)
             if scheme != SCHEME:
-                raise ValueError(f"schemeID is {scheme!r}, only {SCHEME} is supported")
-            return cls(
+                raise ValueError(f"drand info: schemeID is {scheme!r}, not {SCHEME}")
+            metadata = info.get("metadata") or {}
+            beacon_id = metadata.get("beaconID", "") if isinstance(metadata, dict) else ""
+            chain = cls(
                 chain_hash=_unhex(info["hash"], "hash"),
                 public_key=_unhex(info["public_key"], "public_key"),
                 genesis_time=_int(info["genesis_time"], "genesis_time"),
                 period=_int(info["period"], "period"),
+                group_hash=_unhex(info["groupHash"], "groupHash"),
+                beacon_id=beacon_id if isinstance(beacon_id, str) else "",
             )
         except KeyError as exc:
             raise ValueError(f"drand info: {exc.args[0]} missing") from None
+        if chain.computed_hash() != chain.chain_hash:
+            raise ValueError("drand info: hash does not match its period, genesis and key")
+        return chain
+
+    def info(self) -> dict[str, Any]:
+        """This chain as a drand ``/info`` document."""
+        return {
+            "public_key": self.public_key.hex(),
+            "period": self.period,
+            "genesis_time": self.genesis_time,
+            "hash": self.chain_hash.hex(),
+            "groupHash": self.group_hash.hex(),
+            "schemeID": SCHEME,
+            "metadata": {"beaconID": self.beacon_id or "default"},
+        }
 
 
 #: League of Entropy quicknet, as served at https://api.drand.sh/{hash}/info.
@@ -119,6 +159,8 @@ QUICKNET = DrandChain(
     ),
     genesis_time=1692803367,
     period=3,
+    group_hash=bytes.fromhex("f477d5c89f21a17c863a7f937c6a6d15859414d2be09cd448d4279af331c5d3e"),
+    beacon_id="quicknet",
 )
 
 
@@ -145,7 +187,7 @@ def round_message(round_number: int) -> bytes:
 def bls_available() -> bool:
     """True when the ``drand`` extra (pyblst) is installed."""
     try:
-        import pyblst  # noqa: F401
+        import pyblst  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         return False
     return True
