@@ -28,7 +28,7 @@ G2_GENERATOR = ext._G2_GENERATOR
 class SigningChain:
     """A drand chain with a known secret key, for signing rounds in tests."""
 
-    def __init__(self, *, genesis_time: int, period: int, seed: bytes = b"beacon test chain") -> None:
+    def __init__(self, *, genesis_time: int, period: int, seed: bytes = b"test chain") -> None:
         secret = int.from_bytes(hashlib.sha512(seed).digest(), "big") % (
             0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
         )
@@ -71,10 +71,10 @@ class Relay:
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 relay._answer(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -49,7 +49,9 @@ def _info_file(tmp_path: Path, chain: object) -> str:
 
 
 def _pulses(site: Path, n: int) -> list[dict[str, object]]:
-    return [json.loads((site / layout.pulse_key(1, p)).read_bytes())["pulse"] for p in range(1, n + 1)]
+    return [
+        json.loads((site / layout.pulse_key(1, p)).read_bytes())["pulse"] for p in range(1, n + 1)
+    ]
 
 
 def test_beacon_mixes_the_relay_and_the_verifier_accepts(tmp_path: Path) -> None:
@@ -66,8 +68,10 @@ def test_beacon_mixes_the_relay_and_the_verifier_accepts(tmp_path: Path) -> None
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert json.loads(ok.stdout)["externals"] == {"valid": 4}
     time_q = run_verify(
-        ["pulse", str(site / layout.pulse_key(1, 3)), "--source", str(site)]
-        + ["--drand-info", info, "--require-external", "--json"]
+        [
+            *("pulse", str(site / layout.pulse_key(1, 3)), "--source", str(site)),
+            *("--drand-info", info, "--require-external", "--json"),
+        ]
     )
     assert time_q.returncode == 0, time_q.stdout
     assert len(json.loads(time_q.stdout)["randomValue"]) == 128
@@ -98,7 +102,8 @@ def test_withheld_bad_and_down_relays_give_pulses_on_time(tmp_path: Path) -> Non
     assert [d["code"] for d in status["degraded"]] == ["external-missing"]
     # A chain without externals is valid, but not with --require-external.
     assert run_verify(["chain", str(site), "--drand-info", info]).returncode == 0
-    assert run_verify(["chain", str(site), "--drand-info", info, "--require-external"]).returncode == 1
+    required = run_verify(["chain", str(site), "--drand-info", info, "--require-external"])
+    assert required.returncode == 1
 
     with running_relay(tc, "bad-signature") as relay:
         site = _run(tmp_path / "bad", [relay.url], tc.chain, 2)
