@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from beacon_verifier import layout
 from beacon_verifier.external import STATUS_NOT_RELEASED, STATUS_UNREACHABLE
+from beacon_verifier.format import format_timestamp
 
-from tests.beacon_proc import run_beacon, run_verify
+from tests.beacon_proc import beacon_running, run_beacon, run_verify
 from tests.drand_relay import down_url, running_relay, signing_chain_for
 
 pytestmark = pytest.mark.integration
@@ -165,3 +166,54 @@ console.log(JSON.stringify(beacon))
                 timeout=60,
             )
         assert refused.returncode != 0
+
+
+def test_v2_draw_moves_past_a_withheld_round_and_says_so(tmp_path: Path) -> None:
+    tc = signing_chain_for(PERIOD_S)
+    info = _info_file(tmp_path, tc.chain)
+    entrants = tmp_path / "entrants.txt"
+    entrants.write_text("\n".join(f"entrant {i}" for i in range(20)))
+    env = _env([], tc.chain.chain_hash.hex(), tc.chain.public_key.hex())
+    site = tmp_path / "public"
+    with running_relay(tc, "withhold") as relay:
+        env["BEACON_DRAND_URLS"] = relay.url
+        with beacon_running(tmp_path, ["run", "--period", str(PERIOD_S)], env=env) as proc:
+            deadline = time.monotonic() + 30
+            while not (site / layout.LAST_KEY).exists():
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+            # Two periods ahead is refused; four is fine.
+            now = int(time.time())
+            manifest = tmp_path / "m.json"
+            new = ["draw", "new", "--version", "2", "--source", str(site)]
+            new += ["--entrants", str(entrants), "--winners", "2", "--out", str(manifest)]
+            too_soon = run_verify([*new, "--at", str((now + 1) * 1000)])
+            assert too_soon.returncode == 1 and "2 periods" in too_soon.stderr
+            target_ms = (now + 4) * 1000
+            relay.withheld = {tc.chain.round_at(target_ms)}  # type: ignore[set-item]
+            made = run_verify([*new, "--at", str(target_ms)])
+            assert made.returncode == 0, made.stderr
+            while not any(
+                json.loads((site / layout.LAST_KEY).read_bytes())["pulse"]["timeStamp"] > t
+                for t in [format_timestamp(target_ms + 1000)]
+            ):
+                assert time.monotonic() < deadline + 30 and proc.poll() is None
+                time.sleep(0.1)
+    doc = json.loads(manifest.read_bytes())
+    assert doc["version"] == 2 and "announcedAt" in doc
+    run = ["draw", "run", str(manifest), "--entrants", str(entrants), "--drand-info", info]
+    result = run_verify([*run, "--json"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert [s["timeStamp"] for s in out["skipped"]] == [format_timestamp(target_ms)]
+    assert "external missing" in out["skipped"][0]["reason"]
+    assert out["pulses"][0]["timeStamp"] == format_timestamp(target_ms + 1000)
+    assert len(out["winners"]) == 2
+    (tmp_path / "result.json").write_text(result.stdout)
+    check = ["draw", "check", str(manifest), "--entrants", str(entrants), "--drand-info", info]
+    assert run_verify([*check, "--result", str(tmp_path / "result.json")]).returncode == 0
+    out["winners"].reverse()
+    (tmp_path / "forged.json").write_text(json.dumps(out))
+    assert run_verify([*check, "--result", str(tmp_path / "forged.json")]).returncode == 1
+    text = run_verify(run)
+    assert "skipped (external missing" in text.stdout
