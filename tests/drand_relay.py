@@ -66,6 +66,7 @@ class Relay:
         self.test_chain = test_chain
         self.chain = test_chain.chain
         self.mode = mode
+        self.release_delay_ms = 0  # serve a round this long after its time (drand: ~300-850)
         self.withheld: set[int] = set()
         self.served: list[int] = []
         relay = self
@@ -83,7 +84,8 @@ class Relay:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def current_round(self) -> int:
-        now = time.time()
+        """The latest round released: due, and ``release_delay_ms`` old."""
+        now = time.time() - self.release_delay_ms / 1000
         return int((now - self.chain.genesis_time) // self.chain.period) + 1
 
     def _answer(self, req: BaseHTTPRequestHandler) -> None:

@@ -20,6 +20,7 @@ reported NOT_CHECKED, never valid.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -203,13 +204,21 @@ def verify_round(chain: DrandChain, round_number: int, signature: bytes) -> bool
     if len(signature) != SIGNATURE_BYTES or not 0 < round_number < 2**64:
         return False
     try:
+        key, g2 = _g2_points(chain.public_key)
         sig = pyblst.BlstP1Element().uncompress(signature)
-        key = pyblst.BlstP2Element().uncompress(chain.public_key)
-        g2 = pyblst.BlstP2Element().uncompress(_G2_GENERATOR)
         h = pyblst.BlstP1Element().hash_to_group(round_message(round_number), DST)
         return bool(pyblst.final_verify(pyblst.miller_loop(sig, g2), pyblst.miller_loop(h, key)))
     except Exception:  # pyblst raises a bare Exception for a point it cannot decode
         return False
+
+
+@functools.lru_cache(maxsize=8)
+def _g2_points(public_key: bytes) -> tuple[Any, Any]:
+    """The decompressed public key and G2 generator (decompressing G2 costs ~0.5 ms)."""
+    import pyblst
+
+    g2 = pyblst.BlstP2Element()
+    return g2.uncompress(public_key), pyblst.BlstP2Element().uncompress(_G2_GENERATOR)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
