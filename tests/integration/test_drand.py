@@ -217,3 +217,37 @@ def test_v2_draw_moves_past_a_withheld_round_and_says_so(tmp_path: Path) -> None
     assert run_verify([*check, "--result", str(tmp_path / "forged.json")]).returncode == 1
     text = run_verify(run)
     assert "skipped (external missing" in text.stdout
+
+
+def test_info_must_match_the_pins_and_outages_are_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from beacon_verifier.external import STATUS_INVALID_ROUND, STATUS_VALID
+
+    from beacon.drand import DrandRelays
+    from tests.drand_relay import SigningChain
+
+    tc = signing_chain_for(PERIOD_S)
+    impostor = SigningChain(genesis_time=tc.chain.genesis_time, period=PERIOD_S, seed=b"other")
+    with running_relay(impostor) as relay:
+        # Pinned: the impostor's hash path but the real chain's key.
+        client = DrandRelays(
+            [relay.url], chain_hash=impostor.chain.chain_hash, public_key=tc.chain.public_key
+        )
+        now = int(time.time()) * 1000
+        record = client.fetch(now, 200)
+        assert record.status_code == STATUS_INVALID_ROUND
+        assert "disagrees with the pinned" in record.reason
+    caplog.set_level("INFO", logger="beacon.drand")
+    down = down_url()
+    client = DrandRelays([down], chain_hash=tc.chain.chain_hash, public_key=tc.chain.public_key)
+    for _ in range(3):
+        assert client.fetch(int(time.time()) * 1000, 200).status_code == STATUS_UNREACHABLE
+    with running_relay(tc) as relay:
+        client.urls = [down, relay.url]
+        now = int(time.time()) * 1000
+        assert client.fetch(now, 500).status_code == STATUS_VALID
+        assert client.fetch(now, 500).status_code == STATUS_VALID
+    messages = [r.getMessage() for r in caplog.records if r.name == "beacon.drand"]
+    assert sum("no relay reachable" in m for m in messages) == 1, messages
+    assert sum("reachable again" in m for m in messages) == 1, messages
