@@ -27,6 +27,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +122,7 @@ class DrandRelays:
                         self.chain = self._info(base, timeout)
                     round_number = self.chain.round_at(boundary_ms) or 0
                     if not round_number:
-                        return self._missing(
+                        return self.missing(
                             ext.STATUS_INVALID_ROUND, 0, "no round of the chain lands on this time"
                         )
                     status, body = self._get(
@@ -163,9 +165,9 @@ class DrandRelays:
         else:
             code = ext.STATUS_UNREACHABLE
         self._set_reachable(answered, reason)
-        return self._missing(code, round_number, reason)
+        return self.missing(code, round_number, reason)
 
-    def _missing(self, code: int, round_number: int, reason: str) -> ext.RoundRecord:
+    def missing(self, code: int, round_number: int, reason: str) -> ext.RoundRecord:
         return ext.RoundRecord(
             chain_hash=self.chain_hash, round=round_number, status_code=code, reason=reason
         )
@@ -205,6 +207,10 @@ class ExternalMixer:
         self.wait_ms = wait_ms
         self._state_path = state_path
         self._local = threading.local()
+        # fetch runs here so that its wait is a hard bound, name resolution included
+        # (getaddrinfo ignores socket timeouts); a hung fetch is left behind, not queued on.
+        self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drand")
+        self._running: Future[ext.RoundRecord] | None = None
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -220,7 +226,7 @@ class ExternalMixer:
         Called by the tick before the pulse is committed (an orphan record of a
         pulse never committed is replaced when its slot is ticked again).
         """
-        record = self.relays.fetch(boundary_ms, self.wait_ms)
+        record = self._fetch(boundary_ms)
         self._db().execute(
             "INSERT OR REPLACE INTO external VALUES (?, ?, ?, ?)",
             (chain_index, pulse_index, record.status_code, record.to_json()),
@@ -234,6 +240,19 @@ class ExternalMixer:
                 record.reason,
             )
         return ext.external_of(self._chain_or_pinned(), record)
+
+    def _fetch(self, boundary_ms: int) -> ext.RoundRecord:
+        if self._running is not None and not self._running.done():
+            return self.relays.missing(
+                ext.STATUS_UNREACHABLE, 0, "the previous fetch is still hanging"
+            )
+        self._running = self._fetcher.submit(self.relays.fetch, boundary_ms, self.wait_ms)
+        # The fetch's own deadline is boundary + wait; allow one request's timeout more.
+        timeout = max(0.0, (boundary_ms + self.wait_ms) / 1000 - time.time()) + REQUEST_TIMEOUT_S
+        try:
+            return self._running.result(timeout=timeout)
+        except FutureTimeout:
+            return self.relays.missing(ext.STATUS_UNREACHABLE, 0, "the relays did not answer")
 
     def _chain_or_pinned(self) -> ext.DrandChain:
         if self.relays.chain is not None:
