@@ -35,9 +35,13 @@ def _env(urls: list[str], chain_hash: str, public_key: str) -> dict[str, str]:
     }
 
 
-def _run(tmp_path: Path, urls: list[str], chain: object, count: int) -> Path:
+def _run(
+    tmp_path: Path, urls: list[str], chain: object, count: int, *, defaults: bool = False
+) -> Path:
     tmp_path.mkdir(exist_ok=True)
     env = _env(urls, chain.chain_hash.hex(), chain.public_key.hex())  # type: ignore[attr-defined]
+    if defaults:  # the default entropy source (qiskit-aer jobs) and key size
+        del env["BEACON_ENTROPY_SOURCE"], env["BEACON_KEY_BITS"]
     done = run_beacon(tmp_path, ["run", "--period", str(PERIOD_S), "--count", str(count)], env=env)
     assert done.returncode == 0, done.stderr
     return tmp_path / "public"
@@ -58,7 +62,8 @@ def _pulses(site: Path, n: int) -> list[dict[str, object]]:
 def test_beacon_mixes_the_relay_and_the_verifier_accepts(tmp_path: Path) -> None:
     tc = signing_chain_for(PERIOD_S)
     with running_relay(tc) as relay:
-        site = _run(tmp_path, [down_url(), relay.url], tc.chain, 4)  # the first relay is down
+        # the first relay is down; otherwise the defaults
+        site = _run(tmp_path, [down_url(), relay.url], tc.chain, 4, defaults=True)
     info = _info_file(tmp_path, tc.chain)
     for p in _pulses(site, 4):
         assert p["external"]["statusCode"] == 0  # type: ignore[index]
@@ -76,6 +81,16 @@ def test_beacon_mixes_the_relay_and_the_verifier_accepts(tmp_path: Path) -> None
     )
     assert time_q.returncode == 0, time_q.stdout
     assert len(json.loads(time_q.stdout)["randomValue"]) == 128
+    # A pulse file alone (no site to read its round from): not checked, never valid.
+    alone = tmp_path / "pulse3.json"
+    alone.write_bytes((site / layout.pulse_key(1, 3)).read_bytes())
+    (cert,) = (site / "beacon" / "2.0" / "certificate").iterdir()
+    alone_args = ["pulse", str(alone), "--cert", str(cert), "--drand-info", info]
+    lone = run_verify([*alone_args, "--json"])
+    assert lone.returncode == 0, lone.stdout
+    assert json.loads(lone.stdout)["external"] == "not checked"
+    assert "randomValue" not in json.loads(lone.stdout)
+    assert run_verify([*alone_args, "--require-external"]).returncode == 1
     # Against quicknet's key (the default) the same externals are not valid.
     assert run_verify(["chain", str(site), "--require-external"]).returncode == 1
     # One hex digit of a published signature changed: INVALID.

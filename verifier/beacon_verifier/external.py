@@ -53,6 +53,7 @@ MISSING = "missing"  # a declared missing external (non-zero statusCode, zero va
 NONE = "none"  # no external source at all (sourceId zero)
 NOT_CHECKED = "not checked"  # everything but the BLS signature holds; no BLS binding here
 INVALID = "invalid"
+NO_RECORD = "the round record is not published"
 
 # The compressed G2 generator (ZCash serialization), for e(sig, g2) == e(H(m), pk).
 _G2_GENERATOR = bytes.fromhex(
@@ -320,7 +321,7 @@ def check_external(
         why = MISSING_CODES.get(ext.status_code, f"unknown statusCode {ext.status_code}")
         return ExternalVerdict(MISSING, why, expected_round)
     if record is None:
-        return ExternalVerdict(INVALID, "the round record is not published", expected_round)
+        return ExternalVerdict(INVALID, NO_RECORD, expected_round)
     try:
         rec = RoundRecord.from_json(record)
     except ValueError as exc:

@@ -19,6 +19,8 @@ from beacon_verifier.errors import ChainError, FetchError, PulseFormatError, Ver
 from beacon_verifier.external import (
     INVALID,
     MAX_RECORD_BYTES,
+    NO_RECORD,
+    NOT_CHECKED,
     QUICKNET,
     VALID,
     DrandChain,
@@ -46,13 +48,17 @@ def load_pinned(path: str | None) -> DrandChain:
 def pulse_verdict(
     source: Source | None, pulse: Pulse, drand: DrandChain, *, require: bool
 ) -> tuple[ExternalVerdict, list[ChainError]]:
-    """The external verdict of ``pulse`` (its round record read from ``source``)."""
-    record = None
-    if source is not None:
+    """The external verdict of ``pulse`` (its round record read from ``source``;
+    with no site to read it from, a drand external is NOT_CHECKED)."""
+    if source is None:
+        verdict = check_external(pulse, None, drand)
+        if verdict.verdict == INVALID and verdict.detail == NO_RECORD:
+            verdict = ExternalVerdict(NOT_CHECKED, "no site to read its round from: pass --source")
+    else:
         record = source.get(
             layout.external_key(pulse.chain_index, pulse.pulse_index), max_bytes=MAX_RECORD_BYTES
         )
-    verdict = check_external(pulse, record, drand)
+        verdict = check_external(pulse, record, drand)
     failures = []
     if verdict.verdict == INVALID or (require and verdict.verdict != VALID):
         failures.append(
