@@ -304,7 +304,9 @@ class ExternalMixer:
 
 def merge_status(status: dict[str, Any], mixer: ExternalMixer | None) -> None:
     """Add the external's keys to a status.json document (``degraded`` is extended)."""
-    if mixer is None:
+    if mixer is None:  # no external source: nothing missing, nothing degraded by it
+        status["externalMissing"] = 0
+        status.setdefault("degraded", [])
         return
     mine = mixer.status()
     status["externalMissing"] = mine["externalMissing"]
