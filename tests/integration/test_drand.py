@@ -197,14 +197,14 @@ def test_v2_draw_moves_past_a_withheld_round_and_says_so(tmp_path: Path) -> None
             while not (site / layout.LAST_KEY).exists():
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
-            # Two periods ahead is refused; four is fine.
+            # Less than two periods ahead is refused.
             now = int(time.time())
             manifest = tmp_path / "m.json"
             new = ["draw", "new", "--version", "2", "--source", str(site)]
             new += ["--entrants", str(entrants), "--winners", "2", "--out", str(manifest)]
-            too_soon = run_verify([*new, "--at", str((now + 1) * 1000)])
+            too_soon = run_verify([*new, "--at", str((now + 2) * 1000)])
             assert too_soon.returncode == 1 and "2 periods" in too_soon.stderr
-            target_ms = (now + 4) * 1000
+            target_ms = (int(time.time()) + 6) * 1000  # margin for a loaded machine
             relay.withheld = {tc.chain.round_at(target_ms)}  # type: ignore[set-item]
             made = run_verify([*new, "--at", str(target_ms)])
             assert made.returncode == 0, made.stderr

@@ -250,6 +250,8 @@ def _cmd_new(args: argparse.Namespace) -> int:
     refs = []
     for spec in (args.source, *args.also):
         source = open_source(spec)
+        if args.manifest_version == 2:
+            drawcmd2.check_new_target(source, t_ms)
         latest = latest_pulse(source)
         if latest.time_ms >= t_ms:
             raise DrawError(
@@ -259,8 +261,6 @@ def _cmd_new(args: argparse.Namespace) -> int:
                 "pick a later --at"
             )
         refs.append(BeaconRef(beacon=_site_url(spec), chain=latest.chain_index))
-        if args.manifest_version == 2:
-            drawcmd2.check_new_target(source, t_ms)
     manifest = Manifest(
         beacon=refs[0].beacon,
         chain=refs[0].chain,
