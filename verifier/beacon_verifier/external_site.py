@@ -53,7 +53,8 @@ def pulse_verdict(
 ) -> tuple[ExternalVerdict, list[ChainError]]:
     """The external verdict of ``pulse`` (its round record read from ``source``;
     with no site to read it from, a drand external is NOT_CHECKED)."""
-    if source is None:
+    wants_record = pulse.external.source_id != ZERO_HASH and pulse.external.status_code == 0
+    if source is None or not wants_record:  # no GET for a pulse without a drand round
         verdict = check_external(pulse, None, drand)
         if verdict.verdict == INVALID and verdict.detail == NO_RECORD:
             verdict = ExternalVerdict(NOT_CHECKED, "no site to read its round from: pass --source")
