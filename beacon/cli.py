@@ -154,6 +154,7 @@ def _cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from beacon.clock import SystemClock
+    from beacon.drand import make_mixer
     from beacon.entropy.os_source import OsSource
     from beacon.metrics import require_prometheus_client, serve
     from beacon.service import Beacon
@@ -172,6 +173,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         fallback=lambda reason: OsSource(reason=reason),
         publisher=make_publisher(settings),
         count=args.count,
+        external=make_mixer(settings),
     )
     server = None
     if settings.metrics_port:

@@ -22,6 +22,20 @@ DAY_MS = 86_400_000
 ENTROPY_SOURCES = ("local", "ibm", "os")
 PUBLISHERS = ("local", "s3")
 IBM_CHANNELS = ("ibm_quantum_platform", "local")
+# The external source: League of Entropy quicknet and its public HTTP relays.
+EXTERNAL_SOURCES = ("drand", "none")
+DRAND_RELAYS = (
+    "https://api.drand.sh",
+    "https://api2.drand.sh",
+    "https://api3.drand.sh",
+    "https://drand.cloudflare.com",
+)
+QUICKNET_CHAIN_HASH = "52db9ba70e0cc0f6eaf7803dd07447a1f5477735fd3f661792ba94600c84e971"
+QUICKNET_PUBLIC_KEY = (
+    "83cf0f2896adee7eb8b5f01fcad3912212c437e0073e911fb90022d3e760183c8c4b450b6a0a6c3ac6"
+    "a5776a2d1064510d1fec758c921cc22b0e17e63aaf4bcb5ed66304de9cf809bd274ca73bab4af5a6e9"
+    "c76a4bc09e76eae8991ef5ece45a"
+)
 #: BEACON_* variables that are not settings.
 RESERVED_ENV = frozenset({"BEACON_CONFIG", "BEACON_FAILPOINT"})
 
@@ -60,6 +74,12 @@ class Settings:
     publish_retry_max: float = 30.0  # seconds, upper bound of the outbox backoff
     metrics_port: int = 0  # Prometheus endpoint; 0: off
     metrics_address: str = "127.0.0.1"  # where it listens; loopback unless opened on purpose
+    # --- the external source (drand), docs/external.md ---
+    external_source: str = "drand"  # "drand": mix round T into pulse T; "none": zeros
+    drand_urls: tuple[str, ...] = DRAND_RELAYS  # relays tried in turn
+    drand_chain_hash: str = QUICKNET_CHAIN_HASH  # pinned; the hash covers genesis and period
+    drand_public_key: str = QUICKNET_PUBLIC_KEY  # pinned G2 key (96 bytes, hex)
+    external_wait_ms: int = 5000  # wait for round T after the boundary (at most half a period)
 
     @property
     def period_ms(self) -> int:
@@ -95,6 +115,11 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return int(value)
+        if kind is tuple:  # a TOML list of strings, or comma-separated text
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise TypeError
+            return tuple(i.strip() for i in items if i.strip())
         if kind is float:
             if isinstance(value, bool):
                 raise TypeError
@@ -163,7 +188,33 @@ def validate(s: Settings) -> Settings:
         raise ConfigError(
             f"metrics_address must be an IP address, got {s.metrics_address!r}"
         ) from None
+    _validate_external(s)
     return s
+
+
+def _validate_external(s: Settings) -> None:
+    if s.external_source not in EXTERNAL_SOURCES:
+        raise ConfigError(
+            f"external_source must be one of {', '.join(EXTERNAL_SOURCES)}, "
+            f"got {s.external_source!r}"
+        )
+    if s.external_source == "none":
+        return
+    if not s.drand_urls:
+        raise ConfigError("drand_urls must name at least one relay")
+    for url in s.drand_urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"drand_urls: {url!r} is not an http(s):// URL")
+    for name, size in (("drand_chain_hash", 32), ("drand_public_key", 96)):
+        text = getattr(s, name)
+        try:
+            ok = len(bytes.fromhex(text)) == size
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"{name} must be {2 * size} hex digits, got {text[:20]!r}")
+    if s.external_wait_ms < 0:
+        raise ConfigError(f"external_wait_ms must be 0 or more, got {s.external_wait_ms}")
 
 
 def load_settings(

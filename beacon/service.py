@@ -35,6 +35,7 @@ from beacon_verifier.format import format_timestamp, parse_pulse
 
 from beacon.clock import Clock, boundary_at_or_before
 from beacon.config import Settings
+from beacon.drand import ExternalMixer, merge_status
 from beacon.entropy import EntropyDraw, EntropySource, ReleasesBatches, ReportsPool
 from beacon.entropy.harvest import degraded as harvest_degraded
 from beacon.errors import (
@@ -92,8 +93,10 @@ class Beacon:
         fallback: FallbackFactory,
         publisher: Publisher,
         count: int | None = None,
+        external: ExternalMixer | None = None,
     ) -> None:
         self.settings = settings
+        self.external = external  # the drand mixer (beacon.drand); None: no external
         self.signer = signer
         self.clock = clock
         self.source = source
@@ -247,6 +250,9 @@ class Beacon:
             self.prime()
         current = self._current
         assert current is not None
+        external = None  # round T, waited for at most external_wait_ms (beacon.drand)
+        if self.external is not None:
+            external = self.external.external_for(slot.chain_index, slot.pulse_index, boundary)
         next_slot = PulseSlot(slot.chain_index, slot.pulse_index + 1)
         next_draw = self._take_prepared(next_slot)
         final = self.state.request("final") is not None
@@ -261,6 +267,7 @@ class Beacon:
                 base_url=self.settings.site_url,
                 new_chain_index=self.settings.chain,
                 final=final,
+                external=external,
             )
         except BuildError as exc:
             log.error("cannot build pulse %d: %s", slot.pulse_index, exc)
@@ -339,6 +346,10 @@ class Beacon:
                     for item in items:
                         self.lease.ensure()
                         max_age = self._seconds_to_next_boundary()
+                        if self.external is not None:  # its drand round, before the pulse
+                            self.external.publish(
+                                self.publisher, item.chain_index, item.pulse_index
+                            )
                         publish_item(
                             self.publisher,
                             item,
@@ -430,7 +441,8 @@ class Beacon:
             except EntropyError as exc:
                 status["pool"] = {"error": str(exc)}
         status.update(self._metrics_status(state, status.get("pool")))
-        status["degraded"] = harvest_degraded(status.get("pool"))  # i26: merge with others
+        status["degraded"] = harvest_degraded(status.get("pool"))
+        merge_status(status, self.external)
         self.publisher.put_mutable(
             STATUS_KEY,
             json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def beacon_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "verifier")])
+    env["BEACON_EXTERNAL_SOURCE"] = "none"  # no internet in tests; test_drand.py sets "drand"
     env.update(extra or {})
     return env
 

@@ -24,6 +24,7 @@ from beacon_verifier.format import (
     STATUS_GAP,
     ZERO_EXTERNAL,
     ZERO_HASH,
+    External,
     ListValue,
     Pulse,
     emit_pulse,
@@ -110,6 +111,7 @@ def build_pulse(
     base_url: str,
     new_chain_index: int = 1,
     final: bool = False,
+    external: External | None = None,
 ) -> BuiltPulse:
     """Build and sign the pulse that follows ``head`` at boundary ``time_ms``.
 
@@ -118,7 +120,8 @@ def build_pulse(
     bit 1 and all-zero links. Otherwise statusCode bits say what happened:
     1 when ``local_random_value`` does not open the head's precommitment, 2 when
     more than one period passed, 4 when the certificate changed, and 8 when
-    ``final`` ends the chain.
+    ``final`` ends the chain. ``external`` is the outside value mixed in (the drand
+    round of ``time_ms``, ``beacon.drand``); None: zeros.
 
     Raises ``BuildError`` when ``time_ms`` is not a boundary after the head.
     """
@@ -164,7 +167,7 @@ def build_pulse(
         pulse_index=index,
         time_stamp=format_timestamp(time_ms),
         local_random_value=local_random_value,
-        external=ZERO_EXTERNAL,
+        external=ZERO_EXTERNAL if external is None else external,
         list_values=links,
         precommitment_value=hashlib.sha512(next_local_random_value).digest(),
         status_code=status,

@@ -16,7 +16,7 @@ from tests.beacon_proc import ROOT
 
 PACKAGE = ROOT / "verifier" / "beacon_verifier"
 ALLOWED_THIRD_PARTY = {"cryptography"}
-OPTIONAL = {"boto3", "botocore"}  # only inside S3Source, behind the [s3] extra
+OPTIONAL = {"boto3", "botocore", "pyblst"}  # behind the [s3] and [drand] extras, imported lazily
 FORBIDDEN = {"beacon", "qiskit", "qiskit_aer", "qiskit_ibm_runtime", "numpy", "jinja2"}
 
 

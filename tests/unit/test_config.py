@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,25 @@ def test_errors_are_one_clear_line(
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_external_settings(tmp_path: Path) -> None:
+    s = load_settings(environ={})
+    assert s.external_source == "drand" and s.external_wait_ms == 5000
+    assert s.drand_chain_hash.startswith("52db9ba7") and len(s.drand_urls) == 4
+    env = {"BEACON_DRAND_URLS": "http://127.0.0.1:1, http://127.0.0.1:2"}
+    assert load_settings(environ=env).drand_urls == ("http://127.0.0.1:1", "http://127.0.0.1:2")
+    path = tmp_path / "beacon.toml"
+    path.write_text('drand_urls = ["https://a.example", "https://b.example"]\n')
+    assert load_settings(path, environ={}).drand_urls == ("https://a.example", "https://b.example")
+    for bad, needle in (
+        ({"BEACON_EXTERNAL_SOURCE": "nist"}, "external_source must be one of drand, none"),
+        ({"BEACON_DRAND_URLS": "ftp://x"}, "drand_urls: 'ftp://x' is not an http(s):// URL"),
+        ({"BEACON_DRAND_CHAIN_HASH": "abcd"}, "drand_chain_hash must be 64 hex digits"),
+        ({"BEACON_DRAND_PUBLIC_KEY": "zz"}, "drand_public_key must be 192 hex digits"),
+        ({"BEACON_EXTERNAL_WAIT_MS": "-1"}, "external_wait_ms must be 0 or more"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_settings(environ=bad)
+    # "none" needs no relay
+    assert load_settings(environ={"BEACON_EXTERNAL_SOURCE": "none", "BEACON_DRAND_URLS": ""})

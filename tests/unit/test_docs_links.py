@@ -22,11 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 AWAITING_MERGE = frozenset(
     {
         "docs/entropy.md",
-        "docs/external.md",
         "docs/gateway.md",
         "docs/site-descriptor.md",
         "docs/state-and-failover.md",
-        "docs/threat-model.md",
         "docs/verifying-core.md",
     }
 )

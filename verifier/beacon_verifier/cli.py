@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beacon_verifier import __version__, drawcmd, layout
+from beacon_verifier import __version__, drawcmd, external_site, layout
 from beacon_verifier.checks import ChainReport, PulseReport, TrustedCertificate, verify_pulse
 from beacon_verifier.drawcmd import parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
@@ -109,6 +109,20 @@ def _pq_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _external_options(command: argparse.ArgumentParser) -> None:
+    """drand external checks (beacon_verifier.external_site): one hook per command."""
+    command.add_argument(
+        "--require-external",
+        action="store_true",
+        help="fail a pulse without a valid drand external (missing, none, or not checked)",
+    )
+    command.add_argument(
+        "--drand-info",
+        metavar="FILE",
+        help="the drand chain to check externals against, as its /info JSON (default: quicknet)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="beacon-verify",
@@ -123,6 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", metavar="PEM", help="the signing certificate (PEM or DER file)")
     p.add_argument("--source", metavar="SOURCE", help="site root to fetch the certificate from")
     _pq_options(p)
+    _external_options(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(run=_cmd_pulse)
 
@@ -145,6 +160,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="read every pulse from its own object, not from daily archives",
     )
     _pq_options(c)
+    _external_options(c)
     c.add_argument("--json", action="store_true", help="print a machine-readable report")
     c.set_defaults(run=_cmd_chain)
 
@@ -163,6 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--next", dest="kind", action="store_const", const="next", help="first after it"
     )
+    _external_options(t)
     t.add_argument("--json", action="store_true", help="print a machine-readable report")
     t.set_defaults(run=_cmd_time, kind="at_or_after")
 
@@ -252,12 +269,33 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
         return failures
 
     report = verify_pulse(pulse, certificate, extra_checks=(pq_check,))
+    # drand external (external_site): one hook, to move into the core
+    drand = external_site.load_pinned(args.drand_info)
+    verdict, ext_failures = external_site.pulse_verdict(
+        root, pulse, drand, require=args.require_external
+    )
+    ok = report.ok and not ext_failures
     if args.json:
-        _print_json(_pulse_report_dict(report) | {"pqSignature": pq[0]})
+        doc = _pulse_report_dict(report) | {"pqSignature": pq[0]}
+        doc |= external_site.value_to_use(pulse, verdict)
+        doc["ok"] = ok
+        doc["failures"] = [*doc.get("failures", []), *map(failure_as_dict, ext_failures)]
+        _print_json(doc)
     else:
         _print_pulse_verdict(pulse, report, list(report.failures), " (pass --cert or --source)")
         print(f"co-signature (ML-DSA-65): {pq[0]}")
-    return EXIT_VALID if report.ok else EXIT_INVALID
+        _print_external(pulse, verdict, ext_failures)
+    return EXIT_VALID if ok else EXIT_INVALID
+
+
+def _print_external(pulse: Pulse, verdict: Any, failures: Sequence[CheckError]) -> None:
+    for failure in failures:
+        print(failure.describe())
+    doc = external_site.value_to_use(pulse, verdict)
+    detail = f" ({verdict.detail})" if verdict.detail else ""
+    print(f"external (drand): {verdict.verdict}{detail}")
+    if "randomValue" in doc:
+        print(f"randomValue (the value to use): {doc['randomValue'].upper()}")
 
 
 def _progress(enabled: bool) -> Progress | None:
@@ -336,9 +374,24 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         check_pq=args.check_pq,
         progress=_progress(sys.stderr.isatty() and not args.json),
     )
+    # drand externals (external_site): a second pass over the range, to move into the core
+    externals: dict[str, int] = {}
+    if report.first_index is not None and report.last_index is not None:
+        which = chain if chain is not None else latest_pulse(source).chain_index
+        externals, ext_failures = external_site.chain_verdicts(
+            source,
+            which,
+            report.first_index,
+            report.last_index,
+            external_site.load_pinned(args.drand_info),
+            require=args.require_external,
+        )
+        report.fail(ext_failures)
     if args.json:
-        _print_json(report_as_dict(report))
+        _print_json(report_as_dict(report) | {"externals": externals})
     else:
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(externals.items())) or "none"
+        print(f"externals (drand): {shown}")
         _print_chain_report(report)
     return EXIT_VALID if report.ok else EXIT_INVALID
 
@@ -377,7 +430,10 @@ def _cmd_time(args: argparse.Namespace) -> int:
         raise FetchError(f"{source.describe()}: no pulse {_RELATION[kind]} {when}{how}")
     report = verify_pulse(pulse, certificate_lookup(source)(pulse.certificate_id))
     entropy_kind, entropy_failures = fetch_entropy_verdict(source, pulse)
-    failures = [*report.failures, *entropy_failures]
+    verdict, ext_failures = external_site.pulse_verdict(  # drand external: hook
+        source, pulse, external_site.load_pinned(args.drand_info), require=args.require_external
+    )
+    failures = [*report.failures, *entropy_failures, *ext_failures]
     ok = report.ok and not failures
     shown = json.loads(pulse.raw or b"null")  # re-serialized for display only (ASCII-safe)
     if args.json:
@@ -388,7 +444,7 @@ def _cmd_time(args: argparse.Namespace) -> int:
             "entropySource": entropy_kind,
             "failures": [failure_as_dict(f) for f in failures],
             "pulse": shown,
-        }
+        } | external_site.value_to_use(pulse, verdict)
         _print_json(doc)
         return EXIT_VALID if ok else EXIT_INVALID
     print(json.dumps(shown, indent=2))
@@ -399,6 +455,7 @@ def _cmd_time(args: argparse.Namespace) -> int:
     _print_pulse_verdict(pulse, report, failures)
     if entropy_kind is not None:
         print(f"entropy record: valid ({entropy_kind})")
+    _print_external(pulse, verdict, [])
     return EXIT_VALID if ok else EXIT_INVALID
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from beacon_verifier import layout
+from beacon_verifier import drawcmd2, external_site, layout
 from beacon_verifier.checks import check_output_value, verify_pulse
 from beacon_verifier.draw import (
     MAX_MANIFEST_BYTES,
@@ -40,6 +41,7 @@ from beacon_verifier.draw import (
     parse_manifest,
     parse_result,
 )
+from beacon_verifier.draw2 import DrawResultV2, ManifestV2, compare_v2, manifest_version
 from beacon_verifier.errors import DrawError, FetchError
 from beacon_verifier.fetch import Source, open_source, read_location
 from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
@@ -83,6 +85,15 @@ def register(sub: argparse._SubParsersAction[_Parser]) -> None:
     n.add_argument(
         "--out", default=DEFAULT_MANIFEST, metavar="FILE", help="manifest to create (not replace)"
     )
+    n.add_argument(
+        "--version",
+        dest="manifest_version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: seeded by localRandomValue and the drand external, not outputValue "
+        "(grind-proof; docs/draws.md, Draws v2)",
+    )
     n.add_argument("--json", action="store_true", help="print a machine-readable summary")
     n.set_defaults(run=_cmd_new)
 
@@ -100,6 +111,11 @@ def register(sub: argparse._SubParsersAction[_Parser]) -> None:
             r.add_argument(
                 "--result", required=True, metavar="FILE", help="what `draw run --json` printed"
             )
+        r.add_argument(
+            "--drand-info",
+            metavar="FILE",
+            help="v2 draws: the drand chain of the externals, as /info JSON (default: quicknet)",
+        )
         r.add_argument("--json", action="store_true", help="print a machine-readable result")
         r.set_defaults(run=_cmd_run if name == "run" else _cmd_check)
 
@@ -234,6 +250,8 @@ def _cmd_new(args: argparse.Namespace) -> int:
     refs = []
     for spec in (args.source, *args.also):
         source = open_source(spec)
+        if args.manifest_version == 2:
+            drawcmd2.check_new_target(source, t_ms)
         latest = latest_pulse(source)
         if latest.time_ms >= t_ms:
             raise DrawError(
@@ -254,6 +272,8 @@ def _cmd_new(args: argparse.Namespace) -> int:
         also=tuple(refs[1:]),
     )
     data = manifest.to_bytes()
+    if args.manifest_version == 2:
+        data = ManifestV2(manifest, time.time_ns() // 1_000_000).to_bytes()
     _write_new(args.out, data)
     digest = manifest_hash(data).hex()
     if args.json:
@@ -279,9 +299,16 @@ def _cmd_new(args: argparse.Namespace) -> int:
     return EXIT_VALID
 
 
-def _compute(args: argparse.Namespace) -> DrawResult:
+def _compute(args: argparse.Namespace) -> DrawResult | DrawResultV2:
     """Read the manifest and entrants, fetch and verify the target pulses, draw."""
     manifest_bytes = read_location(args.manifest, max_bytes=MAX_MANIFEST_BYTES)
+    if manifest_version(manifest_bytes) == 2:
+        return drawcmd2.compute_v2(
+            manifest_bytes,
+            _read_entrants(args.entrants),
+            args.source,
+            external_site.load_pinned(args.drand_info),
+        )
     manifest = parse_manifest(manifest_bytes)
     entrant_bytes = _read_entrants(args.entrants)
     try:
@@ -328,15 +355,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = _compute(args)
     if args.json:
         print(result.to_bytes().decode("utf-8"), end="")
+    elif isinstance(result, DrawResultV2):
+        drawcmd2.print_v2(result)
     else:
         _print_result(result)
     return EXIT_VALID
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    claimed = parse_result(read_location(args.result))
+    claimed_bytes = read_location(args.result)
     result = _compute(args)
-    differences = compare_results(result, claimed)
+    if isinstance(result, DrawResultV2):
+        differences = compare_v2(result, claimed_bytes)
+    else:
+        differences = compare_results(result, parse_result(claimed_bytes))
     if args.json:
         doc = {
             "ok": not differences,

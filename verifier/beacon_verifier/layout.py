@@ -12,6 +12,8 @@ the verifier reads them. Written once, here.
     beacon/2.0/certificate/{certificateId}  the signing certificate, PEM (immutable)
     beacon/2.0/chain/{c}/entropy/{p}        the entropy record of a pulse (immutable)
     beacon/2.0/chain/{c}/pq-signature/{p}   the ML-DSA-65 co-signature of a pulse (immutable)
+    beacon/2.0/chain/{c}/external/{p}       the drand round mixed into a pulse, or why none
+                                            was (immutable; docs/external.md)
     beacon/2.0/pq-key/{keyId}               an ML-DSA-65 public key the RSA certificate vouches
                                             for (immutable)
     beacon/2.0/batch/{batchId}              a used-up raw batch of pooled quantum bits,
@@ -59,6 +61,10 @@ def entropy_record_key(chain: int, pulse: int) -> str:
 
 def pq_signature_key(chain: int, pulse: int) -> str:
     return f"{ROOT}/chain/{chain}/pq-signature/{pulse}"
+
+
+def external_key(chain: int, pulse: int) -> str:
+    return f"{ROOT}/chain/{chain}/external/{pulse}"
 
 
 def pq_key_key(key_id_hex: str) -> str:
