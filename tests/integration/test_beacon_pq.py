@@ -10,7 +10,7 @@ from beacon_verifier import layout
 from beacon_verifier.fetch import LocalSource
 from beacon_verifier.format import parse_pulse
 from beacon_verifier.pq import check_cosignature, parse_cosignature, parse_key_document
-from beacon_verifier.replay import certificate_lookup
+from beacon_verifier.siteread import certificate_lookup
 
 from tests.beacon_proc import run_beacon, run_verify
 
