@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from beacon_verifier import layout
 from beacon_verifier.chain import ChainReport, ChainVerifier
+from beacon_verifier.chainread import read_chain
 from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.cli import main
 from beacon_verifier.core import Policy
 from beacon_verifier.fetch import LocalSource
 from beacon_verifier.format import ListValue, Pulse, canonical_json, parse_pulse
 from beacon_verifier.replay import replay_chain
-from beacon_verifier.siteread import read_chain
 from beacon_verifier.timeindex import TimeEntry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -1,7 +1,7 @@
 """Replaying a chain from a site: segments, worker processes, and settling what
 only the whole replay knows.
 
-Reading is ``siteread.read_chain``; checking is ``chain.ChainVerifier`` (each
+Reading is ``chainread.read_chain``; checking is ``chain.ChainVerifier`` (each
 pulse through the one core, ``core.check_pulse``) under the site's descriptor
 (``descriptor``): what the site promises is required, pulse by pulse. The range
 is cut into segments of about a day (aligned to the days of the archives), each
@@ -34,6 +34,7 @@ from datetime import date, timedelta
 from beacon_verifier import layout
 from beacon_verifier.batch import cited_batch
 from beacon_verifier.chain import ChainReport, ChainVerifier, Segment
+from beacon_verifier.chainread import ArchiveProblem, Slot, read_chain
 from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.core import ANY, Evidence, Policy
 from beacon_verifier.descriptor import NIST_SITE, SiteDescriptor
@@ -41,15 +42,12 @@ from beacon_verifier.errors import ChainError, FetchError, PulseFormatError
 from beacon_verifier.fetch import Source
 from beacon_verifier.format import Pulse
 from beacon_verifier.siteread import (
-    ArchiveProblem,
-    Slot,
     certificate_lookup,
     chain_tip,
     check_head,
     fetch_pulse,
     pq_key_lookup,
     read_batch,
-    read_chain,
     read_descriptor,
 )
 
