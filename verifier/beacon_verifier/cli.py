@@ -318,8 +318,10 @@ def _cmd_chain(args: argparse.Namespace) -> int:
     first = 1 if first is None else first
     if last is not None and last < first:
         raise UsageError(f"--from {first} is after --to {last}")
+    descriptor = read_descriptor(source)
     report = replay_chain(
         source,
+        descriptor=descriptor,
         chain=chain,
         first=first,
         last=last,
@@ -330,8 +332,9 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         progress=_progress(sys.stderr.isatty() and not args.json),
     )
     if args.json:
-        _print_json(report_as_dict(report))
+        _print_json(report_as_dict(report) | {"site": descriptor.describe()})
     else:
+        print(descriptor.describe())
         _print_chain_report(report)
     return EXIT_VALID if report.ok else EXIT_INVALID
 

@@ -316,6 +316,8 @@ def _raw_verdict(
     failures: list[CheckError],
 ) -> tuple[str, str | None]:
     """(verdict, batch id) of the raw batch a valid record cites (``none``: it cites none)."""
+    if b'"batchSha512"' not in record:
+        return NONE, None  # cites no batch (spares parsing the record again)
     try:
         batch_id = cited_batch(record)
     except PulseFormatError as exc:

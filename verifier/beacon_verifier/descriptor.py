@@ -31,6 +31,7 @@ the pulses is required. A malformed descriptor is a ``PulseFormatError``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,20 +82,14 @@ class SiteDescriptor:
 
     def policy_for(self, chain: int, pulse: int, base: Policy = ANY) -> Policy:
         """``base``, plus what this site promises for pulse ``chain``/``pulse``."""
-
-        def holds(promise: Promise | None) -> bool:
-            return promise is not None and promise.covers(chain, pulse)
-
-        entropy = base.require_entropy or holds(self.entropy_records)
-        pq = base.require_pq or holds(self.cosignatures)
-        external = base.require_external or holds(self.external)
-        if (entropy, pq, external) == (
-            base.require_entropy,
-            base.require_pq,
-            base.require_external,
-        ):
-            return base
-        return Policy(require_entropy=entropy, require_pq=pq, require_external=external)
+        records, cosignatures, external = self.entropy_records, self.cosignatures, self.external
+        entropy = base.require_entropy or (records is not None and records.covers(chain, pulse))
+        pq = base.require_pq or (cosignatures is not None and cosignatures.covers(chain, pulse))
+        mixed = base.require_external or (external is not None and external.covers(chain, pulse))
+        if entropy is base.require_entropy and pq is base.require_pq:
+            if mixed is base.require_external:
+                return base
+        return _policy(entropy, pq, mixed)
 
     def promises_raw(self, chain: int, pulse: int) -> bool:
         return self.raw_data is not None and self.raw_data.covers(chain, pulse)
@@ -113,6 +108,12 @@ class SiteDescriptor:
             if promise is not None:
                 parts.append(f"{name} from {promise.chain}/{promise.pulse}")
         return "site promises " + (", ".join(parts) if parts else "nothing beyond pulses")
+
+
+@functools.cache
+def _policy(entropy: bool, pq: bool, external: bool) -> Policy:
+    """One ``Policy`` object per combination (a replay asks for one per pulse)."""
+    return Policy(require_entropy=entropy, require_pq=pq, require_external=external)
 
 
 #: What a site without a descriptor is held to.
