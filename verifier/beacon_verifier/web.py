@@ -105,6 +105,7 @@ def _bounded(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPCon
                 raise
             finally:
                 timer.cancel()
+                timer.join()  # gone before any fork (``replay._worker_context``)
 
     return Bounded
 
