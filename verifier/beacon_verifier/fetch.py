@@ -9,11 +9,12 @@ Sources are hostile until checked, so every read is bounded:
 - every object is capped in size (``max_bytes``; ``TooLargeError`` beyond it),
   and the cap is enforced while reading, never after;
 - HTTP (``web.HttpSource``, imported only for an http(s) source) has a timeout
-  per socket operation and a deadline per object, retries only transient
+  per socket operation and a deadline per object, headers included, retries only transient
   failures (connection errors, timeouts, 408/425/429/5xx) with backoff, follows
   at most a few redirects and only to http(s), and refuses content it would
   have to decode (``Content-Encoding``);
-- S3 has connect and read timeouts and botocore's bounded retries;
+- S3 has connect and read timeouts, botocore's bounded retries, and a deadline per
+  object body (its headers are bounded by the read timeout only);
 - a directory site opens regular files only (a FIFO, device or socket is refused
   in one line, never waited on), in directories that stay inside the site (a
   directory symlinked out of it is refused).
@@ -36,6 +37,9 @@ from typing import IO, Any, Protocol
 from beacon_verifier.errors import FetchError
 
 MAX_OBJECT_BYTES = 8 * 1024 * 1024  # a pulse is ~3 KB, an index object ~90 KB at most
+#: Seconds for an S3 object's body, however slowly it trickles in (botocore bounds the
+#: connection and each read, and its own retries, but not the whole).
+S3_BODY_DEADLINE = 120.0
 _CHUNK = 1024 * 1024
 _O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _O_DIRECTORY = _O_READ | getattr(os, "O_DIRECTORY", 0)
@@ -305,7 +309,7 @@ class S3Source:
             return None
         body, where = found
         try:
-            return _read_capped(body, max_bytes, where)
+            return _read_capped(body, max_bytes, where, S3_BODY_DEADLINE)
         except BotoCoreError as exc:
             raise FetchError(f"{where}: {exc}") from None
         finally:
@@ -317,7 +321,7 @@ class S3Source:
         found = self._body(key)
         if found is None:
             return None
-        return _chunks(found[0], max_bytes, found[1], None, (OSError, BotoCoreError))
+        return _chunks(found[0], max_bytes, found[1], S3_BODY_DEADLINE, (OSError, BotoCoreError))
 
 
 def read_chunks(source: Source, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
