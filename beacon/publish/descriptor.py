@@ -4,7 +4,8 @@ It says what this site publishes, from which pulse on, so that the verifier can
 hold the site to it (``beacon_verifier.descriptor`` defines the format and reads
 it): entropy records (always, for this beacon), raw batches (when the entropy
 source publishes them), ML-DSA-65 co-signatures (when the identity co-signs), an
-external source (none yet), daily archives (always).
+external source (``external_source``, e.g. "drand", once the beacon mixes one),
+daily archives (always).
 
 Written once per run, before the run's first pulse is published, and only when
 it changes (mutable). A promise already on the site keeps its ``from`` pulse; a
@@ -68,6 +69,7 @@ def publish_descriptor(
     cosigned: bool,
     raw_data: bool,
     max_age: int,
+    external_source: str | None = None,
 ) -> None:
     """Write ``site.json`` for a run that publishes from ``chain``/``pulse`` on, if it changed."""
     data = publisher.get(layout.SITE_KEY)
@@ -77,8 +79,14 @@ def publish_descriptor(
             existing = parse_descriptor(data)
         except PulseFormatError as exc:
             log.warning("replacing a malformed %s: %s", layout.SITE_KEY, exc)
-    new = encode_descriptor(
-        describe_site(existing, chain=chain, pulse=pulse, cosigned=cosigned, raw_data=raw_data)
+    described = describe_site(
+        existing,
+        chain=chain,
+        pulse=pulse,
+        cosigned=cosigned,
+        raw_data=raw_data,
+        external_source=external_source,
     )
+    new = encode_descriptor(described)
     if new != data:
         publisher.put_mutable(layout.SITE_KEY, new, content_type=JSON, max_age=max_age)
