@@ -66,6 +66,12 @@ def test_a_later_run_keeps_earlier_promises_and_dates_new_ones(tmp_path: Path) -
     assert now.entropy_records == Promise(1, 1) and now.cosignatures == Promise(1, 50)
     withdrawn = describe_site(now, chain=2, pulse=1, cosigned=False, raw_data=False)
     assert withdrawn.cosignatures is None and withdrawn.entropy_records == Promise(1, 1)
+    mixed = describe_site(
+        now, chain=2, pulse=1, cosigned=True, raw_data=False, external_source="drand"
+    )
+    assert mixed.external == Promise(2, 1) and mixed.external_source == "drand"
+    assert parse_descriptor(encode_descriptor(mixed)) == mixed
+    assert mixed.policy_for(2, 1).require_external and not mixed.policy_for(1, 60).require_external
 
 
 def test_descriptor_round_trip_and_malformed() -> None:
