@@ -50,6 +50,7 @@ from beacon.faults import failpoint
 from beacon.lease import Lease, lease_ttl_ms
 from beacon.metrics import HEALTH_FAILURES, Metrics
 from beacon.publish import JSON, Publisher
+from beacon.publish.descriptor import publish_descriptor
 from beacon.publish.head import read_store_head
 from beacon.publish.pipeline import (
     archive_complete_days,
@@ -342,6 +343,15 @@ class Beacon:
                     self.lease.ensure()
                     if not published_certificate:
                         publish_identity(self.publisher, self.signer)
+                        publish_descriptor(  # what this site promises (issue 22)
+                            self.publisher,
+                            chain=items[0].chain_index,
+                            pulse=items[0].pulse_index,
+                            cosigned=self.signer.pq is not None,
+                            raw_data=isinstance(self.source, ReleasesBatches),
+                            max_age=self._seconds_to_next_boundary(),
+                            external_source=None if self.external is None else "drand",
+                        )
                         published_certificate = True
                     for item in items:
                         self.lease.ensure()

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from beacon_verifier.checks import ChainReport
+from beacon_verifier.chain import ChainReport
 from beacon_verifier.fetch import LocalSource
 from beacon_verifier.replay import replay_chain
 

@@ -10,7 +10,7 @@ from beacon_verifier import layout
 from beacon_verifier.fetch import LocalSource
 from beacon_verifier.format import parse_pulse
 from beacon_verifier.pq import check_cosignature, parse_cosignature, parse_key_document
-from beacon_verifier.replay import certificate_lookup
+from beacon_verifier.siteread import certificate_lookup
 
 from tests.beacon_proc import run_beacon, run_verify
 
@@ -60,8 +60,13 @@ def test_verifier_checks_cosignatures_and_require_pq(tmp_path: Path) -> None:
     assert report["pqSignatures"] == {"valid": 3, "invalid": 1}
     assert [(f["pulseIndex"], f["check"]) for f in report["failures"]] == [(3, "pq signature")]
 
-    # Removed: reported, and a failure only with --require-pq.
+    # Removed: the site promises co-signatures (site.json), so a failure as it is;
+    # on a site that promises none, a failure only with --require-pq.
     path.unlink()
+    promised = run_verify(["chain", str(site), "--json"])
+    assert promised.returncode == 1, promised.stdout
+    assert json.loads(promised.stdout)["pqSignatures"] == {"valid": 3, "missing": 1}
+    (site / layout.SITE_KEY).unlink()
     lenient = run_verify(["chain", str(site), "--json"])
     assert lenient.returncode == 0, lenient.stdout
     assert json.loads(lenient.stdout)["pqSignatures"] == {"valid": 3, "missing": 1}

@@ -69,6 +69,9 @@ def publish(root: Path, signer: Signer, pulses: list[BuiltPulse]) -> None:
             links={},
         )
         publish_item(publisher, item, last_max_age=60, site=info, recent=recent)
+        # That record does not open the pulse's localRandomValue, and the draw checks
+        # the target with all the evidence the site has: the site keeps none.
+        (root / layout.entropy_record_key(1, built.pulse.pulse_index)).unlink()
         recent.insert(0, item)
 
 
@@ -366,8 +369,8 @@ def test_an_index_that_skips_the_target_is_caught(
     proc = run_verify(["draw", "run", str(manifest), "--entrants", str(entrants)])
     assert proc.returncode == 1
     line = one_line_error(proc.stderr)
-    assert "pulse 4 at 2026-03-01T10:03:00.000Z is already at or after" in line
-    assert "pulse 5 is not the target" in line
+    assert "time index is wrong" in line and "answered pulse 1/5" in line
+    assert "the target is pulse 1/4 at 2026-03-01T10:03:00.000Z" in line
 
 
 def test_a_site_that_cannot_name_the_target_is_a_fetch_error(
@@ -375,9 +378,17 @@ def test_a_site_that_cannot_name_the_target_is_a_fetch_error(
 ) -> None:
     manifest = new_manifest(site, entrants, tmp_path / "m.json")
     publish(site, signer, chain[3:])
-    shutil.rmtree(site / "beacon/2.0/index")  # pulses, but no way to find one by time
-    proc = run_verify(["draw", "run", str(manifest), "--entrants", str(entrants)])
+    run = ["draw", "run", str(manifest), "--entrants", str(entrants)]
+    shutil.rmtree(site / "beacon/2.0/index")
+    # Without a time index, the NIST time path of the period boundary names the target.
+    assert run_verify(run).returncode == 0
+    shutil.rmtree(site / "beacon/2.0/pulse/time")
+    # Nor time paths: walked back from pulse/last, each step proved by its link.
+    assert run_verify(run).returncode == 0
+    pulse_file(site, 3).unlink()  # and now nothing shows pulse 4 is the first
+    proc = run_verify(run)
     assert proc.returncode == 3
     line = one_line_error(proc.stderr)
-    assert "names no pulse at or after 2026-03-01T10:02:30.000Z" in line
+    assert "cannot be shown to be the first at or after 2026-03-01T10:02:30.000Z" in line
+    assert "pulse 1/3, before the answer, is not on the site" in line
     assert proc.stdout == ""

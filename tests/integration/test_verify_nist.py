@@ -121,8 +121,15 @@ def test_time_queries_use_nist_time_paths(nist: Server) -> None:
     assert (doc["pulseIndex"], doc["signature"], doc["ok"]) == (54610, "valid", True)
     asked = [r for r in nist.requests if "/certificate/" not in r and "/entropy/" not in r]
     # No time index on NIST: an hour object and bounds.json are looked for, then
-    # NIST's own time path answers.
-    assert len(asked) == 3 and asked[-1] == "/beacon/2.0/pulse/time/1535651010000"
+    # pulse/last (for the period) and the time path of the next period boundary
+    # answer, and the pulse before the answer proves it.
+    assert asked[:5] == [
+        "/beacon/2.0/index/hour/2018-08-30T17.json",
+        "/beacon/2.0/index/bounds.json",
+        "/beacon/2.0/pulse/last",
+        "/beacon/2.0/pulse/time/1535651040000",
+        "/beacon/2.0/chain/1/pulse/54609",
+    ]
     nist.requests.clear()
     code, out, _ = verify("time", nist.url, "1535651010000", "--previous", "--json")
     assert code == 0 and json.loads(out)["pulseIndex"] == 54609
@@ -139,7 +146,12 @@ def test_skiplist_over_nist_rest(nist: Server) -> None:
     assert "--year--> pulse 1 at 2018-07-23T19:26:00.000Z" in out
     assert out.strip().endswith("on chain 1: VALID")
     pulses = [r for r in nist.requests if "/chain/1/pulse/" in r and not r.endswith("/last")]
-    assert sorted(pulses) == ["/beacon/2.0/chain/1/pulse/1", "/beacon/2.0/chain/1/pulse/54610"]
+    # The path, and the predecessor of NEWER (its full verdict: one GET).
+    assert sorted(pulses) == [
+        "/beacon/2.0/chain/1/pulse/1",
+        "/beacon/2.0/chain/1/pulse/54609",
+        "/beacon/2.0/chain/1/pulse/54610",
+    ]
 
 
 def test_pulse_by_url_and_with_source(nist: Server, tmp_path: Path) -> None:
@@ -175,8 +187,10 @@ def test_saved_nist_layout(tmp_path: Path) -> None:
     assert report["missing"] == [[2, 54608]] and report["missingCount"] == 54607
     assert verify("chain", site, "--from", "54609")[0] == 0
     assert verify("skiplist", site, "1", "54610")[0] == 0
-    code, out, _ = verify("time", site, "2018-08-30T17:44:00Z")
-    assert code == 3  # a static copy answers no time query: no index, no time paths
+    # A static copy answers time queries from its exact time paths and pulse/last.
+    code, out, err = verify("time", site, "2018-08-30T17:43:30Z")
+    assert code == 0, out + err
+    assert "is pulse 1/54610 at 2018-08-30T17:44:00.000Z" in out
 
 
 # --- hostile servers ------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import pytest
-from beacon_verifier.checks import ChainVerifier, TrustedCertificate, verify_pulse
+from beacon_verifier.chain import ChainVerifier
+from beacon_verifier.checks import TrustedCertificate, verify_pulse
 from beacon_verifier.format import ZERO_HASH, Pulse, parse_pulse
 
 from beacon.pulse.builder import BuildError, BuiltPulse, ChainHead, build_pulse

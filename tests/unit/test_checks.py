@@ -6,8 +6,8 @@ import dataclasses
 import hashlib
 
 import pytest
+from beacon_verifier.chain import ChainVerifier
 from beacon_verifier.checks import (
-    ChainVerifier,
     TrustedCertificate,
     check_pair,
     expected_status_bits,

@@ -23,9 +23,7 @@ AWAITING_MERGE = frozenset(
     {
         "docs/entropy.md",
         "docs/gateway.md",
-        "docs/site-descriptor.md",
         "docs/state-and-failover.md",
-        "docs/verifying-core.md",
     }
 )
 

@@ -398,6 +398,7 @@ _HOSTILE_KEYS = [
     layout.pulse_key(1, 1),
     layout.pulse_key(1, 2),
     layout.entropy_record_key(1, 1),
+    layout.SITE_KEY,
     BOUNDS_KEY,
     hour_index_key(1_535_651_040_000),
     layout.archive_key(date(2018, 8, 30)),

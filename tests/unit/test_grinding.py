@@ -9,7 +9,8 @@ import os
 from collections.abc import Callable
 
 from beacon_verifier import external as ext
-from beacon_verifier.checks import ChainVerifier, TrustedCertificate
+from beacon_verifier.chain import ChainVerifier
+from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.draw import Manifest, draw, entrant_list_bytes, manifest_hash
 from beacon_verifier.draw2 import ManifestV2, draw_v2
 from beacon_verifier.format import parse_pulse

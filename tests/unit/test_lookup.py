@@ -10,7 +10,7 @@ import pytest
 from beacon_verifier import layout
 from beacon_verifier.errors import FetchError
 from beacon_verifier.format import Pulse, parse_pulse
-from beacon_verifier.lookup import pulse_by_time
+from beacon_verifier.lookup import find_by_time, pulse_by_time
 from beacon_verifier.timeindex import TimeEntry
 
 from beacon.publish.indexes import build_indexes
@@ -99,6 +99,7 @@ class NistRest(DictSource):
         raws = [(NIST / f"nist_c1_p{p}.json").read_bytes() for p in (1, 54609, 54610)]
         self.pulses = sorted((parse_pulse(r) for r in raws), key=lambda p: p.time_ms)
         super().__init__({layout.pulse_key(1, p.pulse_index): p.raw or b"" for p in self.pulses})
+        self.objects[layout.LAST_KEY] = self.pulses[-1].raw or b""
         self.answer = answer or self.nist_answer
 
     def nist_answer(self, kind: str | None, t: int) -> bytes | None:
@@ -141,19 +142,27 @@ def test_without_an_index_nist_time_paths_answer(kind: str, t: int, expected: in
     source = NistRest()
     pulse = pulse_by_time(source, kind, t)  # type: ignore[arg-type]
     assert (None if pulse is None else pulse.pulse_index) == expected
-    # The hour object and bounds.json are asked for (absent), then NIST's own path.
-    assert len(source.gets) == 3 and "/index/" in source.gets[0]
-    path = {"at_or_after": f"time/{t}", "previous": f"time/previous/{t}", "next": f"time/next/{t}"}
-    assert source.gets[2] == f"beacon/2.0/pulse/{path[kind]}"
+    # The hour object and bounds.json are asked for (absent), then NIST's paths:
+    # pulse/last and pulse/time/{boundary} (previous: its own path first), and the
+    # neighbour that proves the answer.
+    assert "/index/" in source.gets[0] and source.gets[1].endswith("bounds.json")
+    assert len(source.gets) <= 7, source.gets
+    if kind != "previous" and expected is not None:
+        boundary = -(-(t + (kind == "next")) // 60_000) * 60_000
+        assert f"beacon/2.0/pulse/time/{boundary}" in source.gets
 
 
-def test_an_answer_that_breaks_the_query_is_refused() -> None:
+def test_a_time_path_that_breaks_the_query_is_refused_or_corrected() -> None:
     liar = NistRest(answer=lambda kind, t: (NIST / "nist_c1_p54610.json").read_bytes())
     with pytest.raises(FetchError, match=r"which is not before 2018-08-30T17:43:00\.000Z"):
         pulse_by_time(liar, "previous", P54609)
     assert pulse_by_time(liar, "previous", P54610 + 1) is not None
-    with pytest.raises(FetchError, match="not after"):
-        pulse_by_time(liar, "next", P54610)
+    # At or after a time just after pulse 1, the mirror answers 54610: pulse 54609,
+    # before it and also after the time, is the answer; the path was wrong.
+    answer = find_by_time(liar, "at_or_after", P1 + 1)
+    assert answer.pulse is not None and answer.pulse.pulse_index == 54609
+    assert answer.index_error is not None and "pulse/time" in answer.index_error
+    assert answer.unproved is not None and "54608" in answer.unproved
 
 
 def test_a_site_with_an_index_never_asks_the_time_paths(site: DictSource) -> None:

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 from beacon_verifier import layout
-from beacon_verifier.checks import ChainReport, ChainVerifier, TrustedCertificate
+from beacon_verifier.chain import ChainReport, ChainVerifier
+from beacon_verifier.chainread import read_chain
+from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.cli import main
+from beacon_verifier.core import Policy
 from beacon_verifier.fetch import LocalSource
 from beacon_verifier.format import ListValue, Pulse, canonical_json, parse_pulse
-from beacon_verifier.replay import read_chain, replay_chain
+from beacon_verifier.replay import replay_chain
 from beacon_verifier.timeindex import TimeEntry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -118,9 +121,9 @@ def test_quantum_record_bits_are_rechecked(tmp_path: Path, signer: Signer) -> No
     even when the operator re-signs a pulse around it (so SHA-512(record) matches)."""
     import hashlib
 
+    from beacon_verifier.entropyrecord import check_entropy_record
     from beacon_verifier.errors import ChainError
     from beacon_verifier.format import parse_pulse
-    from beacon_verifier.replay import check_entropy_record
 
     bits = bytes(range(160))
     record = {
@@ -315,7 +318,7 @@ def test_without_pq_checks_no_cosignature_is_read(archived: Path) -> None:
     assert report.pq_signatures == {"not checked": len(THREE_DAYS)}
     assert not [k for k in source.keys if "/pq-signature/" in k]
     with pytest.raises(ValueError, match="require_pq"):
-        replay_chain(source, check_pq=False, require_pq=True)
+        replay_chain(source, check_pq=False, policy=Policy(require_pq=True))
 
 
 def test_without_archives_every_object_is_read(archived: Path) -> None:

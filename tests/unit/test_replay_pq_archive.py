@@ -10,8 +10,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from beacon_verifier import layout, replay
-from beacon_verifier.checks import ChainReport
+from beacon_verifier import layout, replay, report
+from beacon_verifier.chain import ChainReport
+from beacon_verifier.core import Policy
 from beacon_verifier.fetch import LocalSource
 from beacon_verifier.replay import replay_chain
 
@@ -82,14 +83,14 @@ def rewrite(root: Path, day: date, lines: list[bytes]) -> None:
 
 
 def same_report(a: ChainReport, b: ChainReport) -> bool:
-    return replay.report_as_dict(a) == replay.report_as_dict(b)
+    return report.report_as_dict(a) == report.report_as_dict(b)
 
 
 def test_co_signatures_from_pq_archives_count_as_the_plain_layouts(cosigned: Path) -> None:
-    plain = replay_chain(LocalSource(cosigned), archives=False, require_pq=True)
+    plain = replay_chain(LocalSource(cosigned), archives=False, policy=Policy(require_pq=True))
     assert plain.ok and plain.pq_signatures == {"valid": PULSES}
     source = CountingSource(cosigned)
-    report = replay_chain(source, require_pq=True)
+    report = replay_chain(source, policy=Policy(require_pq=True))
     assert same_report(report, plain)
     # Archived days: no co-signature object read; day 3 has no archives: all of its.
     assert cosignature_gets(source) == list(range(145, PULSES + 1))
@@ -106,7 +107,7 @@ def test_without_pq_checks_the_pq_archive_is_never_fetched(cosigned: Path) -> No
 def test_absent_pq_archive_co_signatures_come_from_objects(cosigned: Path) -> None:
     (cosigned / layout.pq_archive_key(DAY1)).unlink()
     source = CountingSource(cosigned)
-    report = replay_chain(source, require_pq=True)
+    report = replay_chain(source, policy=Policy(require_pq=True))
     assert report.ok, failures_of(report)
     assert report.pq_signatures == {"valid": PULSES}
     assert cosignature_gets(source) == [*DAY1_PULSES, *range(145, PULSES + 1)]
@@ -116,7 +117,7 @@ def test_a_hole_in_the_pq_archive_is_filled_from_the_object(cosigned: Path) -> N
     lines = pq_lines(cosigned, DAY1)
     rewrite(cosigned, DAY1, lines[:9] + lines[10:20] + lines[21:])  # pulses 10 and 21
     source = CountingSource(cosigned)
-    report = replay_chain(source, require_pq=True)
+    report = replay_chain(source, policy=Policy(require_pq=True))
     assert report.ok, failures_of(report)
     assert report.pq_signatures == {"valid": PULSES}
     assert cosignature_gets(source)[:2] == [10, 21]
@@ -154,7 +155,7 @@ def test_a_broken_pq_archive_is_one_archive_failure_and_objects_fill_in(
 ) -> None:
     path = cosigned / layout.pq_archive_key(DAY1)
     path.write_bytes(damage(path.read_bytes()))  # type: ignore[operator]
-    report = replay_chain(LocalSource(cosigned), require_pq=True)
+    report = replay_chain(LocalSource(cosigned), policy=Policy(require_pq=True))
     assert [f.check for f in report.failures] == ["archive"]
     assert report.failures[0].detail.startswith(detail)
     assert report.pq_signatures == {"valid": PULSES}
@@ -166,13 +167,13 @@ def test_pq_lines_out_of_order_or_malformed_are_an_archive_failure(cosigned: Pat
     # replay, which follows chain 1, can see it.
     other = b'{"chainIndex":2,"pqSignature":"{}","pulseIndex":1}\n'
     rewrite(cosigned, DAY1, [*lines[:40], other, lines[29], *lines[40:]])
-    report = replay_chain(LocalSource(cosigned), require_pq=True)
+    report = replay_chain(LocalSource(cosigned), policy=Policy(require_pq=True))
     assert failures_of(report) == [(41, "archive")]
     assert "pq archive 2026-03-01: line 42: pulse 1/30 after 1/40" in report.failures[0].detail
     assert report.pq_signatures == {"valid": PULSES}
 
     rewrite(cosigned, DAY1, [*lines[:3], b'{"chainIndex":1}\n', *lines[3:]])
-    report = replay_chain(LocalSource(cosigned), require_pq=True)
+    report = replay_chain(LocalSource(cosigned), policy=Policy(require_pq=True))
     assert failures_of(report) == [(4, "archive")]
     assert report.failures[0].detail.startswith("pq archive 2026-03-01: line 4: expected")
     assert report.pq_signatures == {"valid": PULSES}

@@ -15,7 +15,7 @@ from beacon_verifier.cli import main
 from beacon_verifier.errors import FetchError
 from beacon_verifier.fetch import LocalSource
 from beacon_verifier.format import parse_pulse
-from beacon_verifier.replay import certificate_lookup
+from beacon_verifier.siteread import certificate_lookup
 from beacon_verifier.skiplist import choose_link, link_targets, skip_path
 
 from beacon.pulse.builder import BuiltPulse

@@ -22,7 +22,10 @@ from beacon_verifier.archive import MAX_RECORD_BYTES
 from beacon_verifier.errors import ChainError, PulseFormatError
 from beacon_verifier.format import load_json
 
-__all__ = ["BatchCheck", "batch_bits", "check_raw_batch", "cited_batch"]
+__all__ = ["MAX_BATCH_BYTES", "BatchCheck", "batch_bits", "check_raw_batch", "cited_batch"]
+
+#: The largest raw batch read (a job of 100,000 shots on 156 qubits is ~2 MB).
+MAX_BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,20 +1,15 @@
-"""Checks on pulses: one pulse, a pair of consecutive pulses, and a chain replay.
+"""Checks on pulses: one pulse on its own, a pair of consecutive pulses, skip links.
 
 Every check raises a ``CheckError`` subclass naming the pulse, the check, and
-the expected and actual values; ``verify_pulse`` and ``ChainVerifier`` collect
-those into reports. Inputs are already-parsed pulses and certificate bytes; this
-module fetches nothing and reads no clock.
-
-A chain can be checked in one pass (``ChainVerifier.add`` for every pulse) or in
-contiguous segments checked independently, in other processes, and joined in
-order (``ChainVerifier.for_segment`` / ``segment`` / ``join``): the joined report
-holds the same failures as one pass, ordered by pulse index.
+the expected and actual values; ``verify_pulse`` collects those into a report.
+Inputs are already-parsed pulses and certificate bytes; this module fetches
+nothing and reads no clock. ``core.check_pulse`` builds the one verdict of a
+pulse on these; ``chain.ChainVerifier`` replays a chain with it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -45,7 +40,6 @@ _SKIP_LINKS = tuple(enumerate(SKIP_LINK_TYPES, 1))  # (index in listValues, type
 _PKCS1V15 = padding.PKCS1v15()
 _SHA512 = hashes.SHA512()
 _PREHASHED = utils.Prehashed(_SHA512)
-_VARIANT_KEYS = {variant: variant.value for variant in OutputVariant}  # Enum.value is slow
 
 
 def _short(value: bytes) -> str:
@@ -179,23 +173,14 @@ class PulseReport:
         return not self.failures and self.signature == "valid"
 
 
-#: An extra check on one pulse (a co-signature, say): returns the failures it found.
-#: Checks given to a parallel replay run in worker processes, so they must pickle
-#: (module-level functions).
-PulseCheck = Callable[[Pulse], Iterable[CheckError]]
-
-
-def verify_pulse(
-    pulse: Pulse,
-    certificate: TrustedCertificate | None,
-    extra_checks: Iterable[PulseCheck] = (),
-) -> PulseReport:
-    """Run every single-pulse check, collecting failures instead of stopping at the first.
+def verify_pulse(pulse: Pulse, certificate: TrustedCertificate | None) -> PulseReport:
+    """The checks of one pulse on its own, collecting failures instead of stopping at the first.
 
     Without a certificate the signature is reported ``unverifiable`` and
-    everything else is still checked. ``extra_checks`` run last.
+    everything else is still checked. The layer below ``core.check_pulse``,
+    which adds the pulse's predecessor, entropy record, co-signature and external.
     """
-    failures, signature, variant = _single_pulse(pulse, certificate, extra_checks)
+    failures, signature, variant = single_pulse(pulse, certificate)
     return PulseReport(
         chain_index=pulse.chain_index,
         pulse_index=pulse.pulse_index,
@@ -206,8 +191,8 @@ def verify_pulse(
     )
 
 
-def _single_pulse(
-    pulse: Pulse, certificate: TrustedCertificate | None, extra_checks: Iterable[PulseCheck]
+def single_pulse(
+    pulse: Pulse, certificate: TrustedCertificate | None
 ) -> tuple[list[CheckError], str, OutputVariant | None]:
     """What ``verify_pulse`` reports, as (failures, signature, variant): a chain replay
     runs this for every pulse and needs no report object for it."""
@@ -232,8 +217,6 @@ def _single_pulse(
         check_chain_start(pulse)
     except CheckError as exc:
         failures.append(exc)
-    for extra in extra_checks:
-        failures.extend(extra(pulse))
     return failures, signature, variant
 
 
@@ -486,211 +469,10 @@ class SkipListTracker:
                 end = segment.firsts[link_type]
                 if not isinstance(end, _Inherited):
                     self.firsts[link_type] = end
-        failures.sort(key=_failure_order)
+        failures.sort(key=failure_order)
         self.last = segment.last
         return failures
 
 
-def _failure_order(failure: CheckError) -> int:
+def failure_order(failure: CheckError) -> int:
     return -1 if failure.pulse_index is None else failure.pulse_index
-
-
-# --- chain replay -------------------------------------------------------------
-
-CertificateLookup = Callable[[bytes], TrustedCertificate | None]
-_UNKNOWN = object()  # a certificateId not looked up yet
-
-#: Failures and missing ranges a report lists in full; beyond these it only counts,
-#: so that memory stays bounded on a chain of any length, however broken.
-MAX_LISTED = 100_000
-
-
-@dataclass(slots=True)
-class ChainReport:
-    """What a chain replay found.
-
-    ``failures`` and ``missing`` list the first ``MAX_LISTED`` of each;
-    ``failure_count`` and ``missing_count`` (pulses) count them all.
-    """
-
-    pulses_checked: int = 0
-    signatures_unverifiable: int = 0
-    gaps: int = 0
-    certificate_changes: int = 0
-    missing: list[tuple[int, int]] = field(default_factory=list)  # (first, last) index ranges
-    source_kinds: dict[str, int] = field(default_factory=dict)
-    variants: dict[str, int] = field(default_factory=dict)
-    pq_signatures: dict[str, int] = field(default_factory=dict)  # valid / invalid / missing
-    failures: list[CheckError] = field(default_factory=list)
-    first_index: int | None = None
-    last_index: int | None = None
-    failure_count: int = 0
-    missing_count: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return (
-            not self.failure_count and not self.missing_count and not (self.signatures_unverifiable)
-        )
-
-    def fail(self, failures: Iterable[CheckError]) -> None:
-        """Record failed checks (listed up to ``MAX_LISTED``, all counted)."""
-        for failure in failures:
-            self.failure_count += 1
-            if len(self.failures) < MAX_LISTED:
-                self.failures.append(failure)
-
-    def add_missing(self, first: int, last: int) -> None:
-        """Record that pulses ``first``..``last`` could not be had (adjacent ranges merge)."""
-        self.missing_count += last - first + 1
-        if self.missing and self.missing[-1][1] == first - 1:
-            self.missing[-1] = (self.missing[-1][0], last)
-        elif len(self.missing) < MAX_LISTED:
-            self.missing.append((first, last))
-
-    def merge(self, other: ChainReport, failures: Iterable[CheckError] = ()) -> None:
-        """Append ``other``, the report of the pulses after these, and ``failures``
-        found between the two, keeping failures in pulse order."""
-        self.pulses_checked += other.pulses_checked
-        self.signatures_unverifiable += other.signatures_unverifiable
-        self.gaps += other.gaps
-        self.certificate_changes += other.certificate_changes
-        for lo, hi in other.missing:
-            self.add_missing(lo, hi)
-        self.missing_count += other.missing_count - sum(hi - lo + 1 for lo, hi in other.missing)
-        for totals, counts in (
-            (self.source_kinds, other.source_kinds),
-            (self.variants, other.variants),
-            (self.pq_signatures, other.pq_signatures),
-        ):
-            for key, n in counts.items():
-                totals[key] = totals.get(key, 0) + n
-        combined = [*other.failures, *failures]
-        combined.sort(key=_failure_order)
-        self.fail(combined)
-        self.failure_count += other.failure_count - len(other.failures)
-        if self.first_index is None:
-            self.first_index = other.first_index
-        if other.last_index is not None:
-            self.last_index = other.last_index
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A contiguous run of a chain checked on its own (``ChainVerifier.for_segment``),
-    to be ``join``ed after the pulses before it. Pickles, to cross processes."""
-
-    report: ChainReport
-    first: Pulse | None
-    skip: SkipListTracker
-
-
-@dataclass(slots=True)
-class ChainVerifier:
-    """Replays one chain pulse by pulse, in index order, and accumulates a ``ChainReport``.
-
-    ``certificates`` maps a certificateId to its certificate (None when it
-    cannot be found: that pulse's signature is unverifiable, the rest is checked);
-    each certificateId is looked up once. ``extra_checks`` run on every pulse.
-    """
-
-    certificates: CertificateLookup
-    report: ChainReport = field(default_factory=ChainReport)
-    skip: SkipListTracker = field(default_factory=SkipListTracker)
-    extra_checks: tuple[PulseCheck, ...] = ()
-    first: Pulse | None = None
-    _cert_cache: dict[bytes, TrustedCertificate | None] = field(default_factory=dict)
-
-    @classmethod
-    def for_segment(
-        cls, certificates: CertificateLookup, extra_checks: tuple[PulseCheck, ...] = ()
-    ) -> ChainVerifier:
-        """A verifier for pulses that continue a chain checked elsewhere (see ``join``)."""
-        return cls(
-            certificates=certificates,
-            skip=SkipListTracker(segment=True),
-            extra_checks=extra_checks,
-        )
-
-    def segment(self) -> Segment:
-        """What ``join`` needs of this verifier's pulses."""
-        return Segment(report=self.report, first=self.first, skip=self.skip)
-
-    def _certificate(self, certificate_id: bytes) -> TrustedCertificate | None:
-        cache = self._cert_cache
-        found = cache.get(certificate_id, _UNKNOWN)
-        if found is _UNKNOWN:
-            found = cache[certificate_id] = self.certificates(certificate_id)
-        return found  # type: ignore[return-value]
-
-    def missing(self, first: int, last: int) -> None:
-        """Note that pulses ``first``..``last`` could not be had."""
-        self.report.add_missing(first, last)
-
-    def add(self, pulse: Pulse) -> None:
-        """Check ``pulse`` alone and against the pulse added before it."""
-        r = self.report
-        failures, signature, variant = _single_pulse(
-            pulse, self._certificate(pulse.certificate_id), self.extra_checks
-        )
-        if failures:
-            r.fail(failures)
-        if signature == "unverifiable":
-            r.signatures_unverifiable += 1
-        if variant is not None:
-            key = _VARIANT_KEYS[variant]
-            r.variants[key] = r.variants.get(key, 0) + 1
-        relations = self._relations(pulse)
-        if relations:
-            r.fail(relations)
-        if pulse.status_code & STATUS_GAP:
-            r.gaps += 1
-        if pulse.status_code & STATUS_CERTIFICATE_CHANGED:
-            r.certificate_changes += 1
-        self.skip.advance(pulse)
-        r.pulses_checked += 1
-        if r.first_index is None:
-            r.first_index = pulse.pulse_index
-            self.first = pulse
-        r.last_index = pulse.pulse_index
-
-    def _relations(self, pulse: Pulse) -> list[ChainError]:
-        """The failed relations between ``pulse`` and the pulse tracked before it."""
-        previous = self.skip.last
-        if previous is None or previous.chain_index != pulse.chain_index:
-            return []
-        if pulse.pulse_index == previous.pulse_index + 1:
-            failures = check_pair(previous, pulse)
-            links = self.skip.check(pulse)
-            return failures + links if links else failures
-        if pulse.pulse_index <= previous.pulse_index:
-            return [
-                ChainError(
-                    "pulseIndex",
-                    pulse_index=pulse.pulse_index,
-                    expected=f"greater than {previous.pulse_index}",
-                    actual=str(pulse.pulse_index),
-                )
-            ]
-        return []
-
-    def join(self, segment: Segment) -> None:
-        """Continue with ``segment``: the pulses after those added or joined so far.
-
-        Checks what the segment could not see alone (its first pulse against the
-        pulse before it, and the skip links that point before it) and merges its
-        report, so that the result is that of ``add``ing its pulses here.
-        """
-        found: list[CheckError] = []
-        first = segment.first
-        if first is not None:
-            found.extend(self._relations(first))
-            self.skip.advance(first)
-            found.extend(self.skip.resolve(segment.skip))
-            if self.first is None:
-                self.first = first
-        self.report.merge(segment.report, found)
-
-    def count_source(self, kind: str) -> None:
-        """Count a pulse's entropy source kind (from its verified entropy record)."""
-        self.report.source_kinds[kind] = self.report.source_kinds.get(kind, 0) + 1

@@ -11,6 +11,7 @@ Thin by design: parse arguments, make one library call, print, map errors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -19,29 +20,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beacon_verifier import __version__, drawcmd, external_site, layout
-from beacon_verifier.checks import ChainReport, PulseReport, TrustedCertificate, verify_pulse
+from beacon_verifier import __version__, drawcmd
+from beacon_verifier.chain import ChainReport
+from beacon_verifier.checks import TrustedCertificate
+from beacon_verifier.core import Evidence, NotFetched, Policy, Verdict, check_pulse
+from beacon_verifier.descriptor import NIST_SITE, SiteDescriptor
 from beacon_verifier.drawcmd import parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
+from beacon_verifier.external_site import load_pinned
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
 from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
-from beacon_verifier.lookup import pulse_by_time
-from beacon_verifier.pq import MAX_COSIGNATURE_BYTES, PqKey
-from beacon_verifier.replay import (
-    MAX_JOBS,
-    NOT_CHECKED,
-    Progress,
+from beacon_verifier.lookup import find_by_time, pulse_by_time
+from beacon_verifier.replay import MAX_JOBS, Progress, replay_chain
+from beacon_verifier.report import failure_as_dict, report_as_dict, verdict_as_dict
+from beacon_verifier.siteread import (
     certificate_lookup,
-    failure_as_dict,
-    fetch_entropy_verdict,
+    gather_evidence,
     latest_pulse,
-    pq_key_lookup,
-    pq_verdict,
-    replay_chain,
-    report_as_dict,
+    read_descriptor,
 )
 from beacon_verifier.skiplist import SkipPath, skip_path
-from beacon_verifier.timeindex import BOUNDS_KEY, Kind
+from beacon_verifier.timeindex import Kind
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE, EXIT_FETCH = 0, 1, 2, 3
 #: A bare number below this is a pulse index, from it on Unix milliseconds (1973-03-03).
@@ -95,13 +94,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _pq_options(command: argparse.ArgumentParser) -> None:
-    """--require-pq / --no-pq (one or the other: argparse makes both a usage error)."""
-    pq = command.add_mutually_exclusive_group()
-    pq.add_argument(
+def _policy_options(command: argparse.ArgumentParser, *, pq: bool = True) -> None:
+    """--require-entropy, --require-external, and --require-pq / --no-pq (one or the
+    other: argparse makes both a usage error). A site's descriptor adds its promises."""
+    command.add_argument(
+        "--require-entropy",
+        action="store_true",
+        help="a missing entropy record is a failure (also where the site does not promise one)",
+    )
+    command.add_argument(
+        "--require-external",
+        action="store_true",
+        help="a pulse without a checked external (drand) round is a failure",
+    )
+    command.add_argument(
+        "--drand-info",
+        metavar="FILE",
+        help="the drand chain to check externals against, as its /info JSON (default: quicknet)",
+    )
+    if not pq:
+        return
+    group = command.add_mutually_exclusive_group()
+    group.add_argument(
         "--require-pq", action="store_true", help="a missing ML-DSA co-signature is a failure"
     )
-    pq.add_argument(
+    group.add_argument(
         "--no-pq",
         dest="check_pq",
         action="store_false",
@@ -109,17 +126,12 @@ def _pq_options(command: argparse.ArgumentParser) -> None:
     )
 
 
-def _external_options(command: argparse.ArgumentParser) -> None:
-    """drand external checks (beacon_verifier.external_site): one hook per command."""
-    command.add_argument(
-        "--require-external",
-        action="store_true",
-        help="fail a pulse without a valid drand external (missing, none, or not checked)",
-    )
-    command.add_argument(
-        "--drand-info",
-        metavar="FILE",
-        help="the drand chain to check externals against, as its /info JSON (default: quicknet)",
+def _policy(args: argparse.Namespace) -> Policy:
+    return Policy(
+        require_entropy=args.require_entropy,
+        require_pq=getattr(args, "require_pq", False),
+        require_external=args.require_external,
+        drand=None if args.drand_info is None else load_pinned(args.drand_info),
     )
 
 
@@ -135,9 +147,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pulse", help="verify one pulse (file path or URL)")
     p.add_argument("location", metavar="PATH_OR_URL")
     p.add_argument("--cert", metavar="PEM", help="the signing certificate (PEM or DER file)")
-    p.add_argument("--source", metavar="SOURCE", help="site root to fetch the certificate from")
-    _pq_options(p)
-    _external_options(p)
+    p.add_argument(
+        "--source",
+        metavar="SOURCE",
+        help="site root to fetch the certificate, entropy record, co-signature and "
+        "predecessor from",
+    )
+    _policy_options(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(run=_cmd_pulse)
 
@@ -159,8 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="read every pulse from its own object, not from daily archives",
     )
-    _pq_options(c)
-    _external_options(c)
+    _policy_options(c)
     c.add_argument("--json", action="store_true", help="print a machine-readable report")
     c.set_defaults(run=_cmd_chain)
 
@@ -179,7 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--next", dest="kind", action="store_const", const="next", help="first after it"
     )
-    _external_options(t)
+    _policy_options(t)
     t.add_argument("--json", action="store_true", help="print a machine-readable report")
     t.set_defaults(run=_cmd_time, kind="at_or_after")
 
@@ -188,6 +203,7 @@ def _build_parser() -> argparse.ArgumentParser:
     k.add_argument("older", type=_point, metavar="OLDER", help=point_help)
     k.add_argument("newer", type=_point, metavar="NEWER", help=point_help)
     k.add_argument("--chain", type=_index, help="chain index (default: the latest chain)")
+    _policy_options(k)
     k.add_argument("--json", action="store_true", help="print a machine-readable report")
     k.set_defaults(run=_cmd_skiplist)
     drawcmd.register(sub)
@@ -204,30 +220,24 @@ def _site_root(args: argparse.Namespace) -> Source | None:
     return site_root_of(location)
 
 
-def _certificate_for(
-    pulse: Pulse, args: argparse.Namespace, root: Source | None
-) -> TrustedCertificate | None:
-    if args.cert:
-        return TrustedCertificate.from_bytes(read_location(args.cert))
-    if root is None:
-        return None
-    data = root.get(layout.certificate_key(pulse.certificate_id.hex()))
-    if data is None:
-        return None
-    cert = TrustedCertificate.from_bytes(data)
-    return cert if cert.certificate_id == pulse.certificate_id else None
-
-
-def _pulse_report_dict(report: PulseReport) -> dict[str, Any]:
-    return {
-        "ok": report.ok,
-        "chainIndex": report.chain_index,
-        "pulseIndex": report.pulse_index,
-        "timeStamp": report.time_stamp,
-        "signature": report.signature,
-        "outputVariant": report.output_variant.value if report.output_variant else None,
-        "failures": [failure_as_dict(f) for f in report.failures],
-    }
+def _verdict(
+    source: Source | None,
+    pulse: Pulse,
+    args: argparse.Namespace,
+    *,
+    descriptor: SiteDescriptor | None = None,
+    certificate: TrustedCertificate | None = None,
+) -> Verdict:
+    """The core's verdict on ``pulse`` with all the evidence ``source`` has, under the
+    options and what the site promises (the one path of ``pulse``, ``time``, ``skiplist``)."""
+    check_pq = getattr(args, "check_pq", True)
+    if descriptor is None:
+        descriptor = NIST_SITE if source is None else read_descriptor(source)
+    if not check_pq:
+        descriptor = dataclasses.replace(descriptor, cosignatures=None)
+    evidence = gather_evidence(source, pulse, certificate=certificate, cosignatures=check_pq)
+    policy = descriptor.policy_for(pulse.chain_index, pulse.pulse_index, _policy(args))
+    return check_pulse(evidence, policy)
 
 
 def _cmd_pulse(args: argparse.Namespace) -> int:
@@ -241,61 +251,13 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
             print(f"invalid pulse: {exc}")
         return EXIT_INVALID
     root = _site_root(args)
-    certificate = _certificate_for(pulse, args, root)
-    pq: list[str] = []
-
-    def pq_check(p: Pulse) -> list[CheckError]:
-        if not args.check_pq:
-            pq.append(NOT_CHECKED)
-            return []
-        cosignature = None
-        keys: Callable[[bytes], PqKey | None] = lambda _: None  # noqa: E731
-        if root is not None:
-            cosignature = root.get(
-                layout.pq_signature_key(p.chain_index, p.pulse_index),
-                max_bytes=MAX_COSIGNATURE_BYTES,
-            )
-            on_site = certificate_lookup(root)
-            keys = pq_key_lookup(
-                root,
-                lambda cid: (
-                    certificate
-                    if certificate is not None and certificate.certificate_id == cid
-                    else on_site(cid)
-                ),
-            )
-        verdict, failures = pq_verdict(p, cosignature, keys, require=args.require_pq)
-        pq.append(verdict)
-        return failures
-
-    report = verify_pulse(pulse, certificate, extra_checks=(pq_check,))
-    # drand external (external_site): one hook, to move into the core
-    drand = external_site.load_pinned(args.drand_info)
-    verdict, ext_failures = external_site.pulse_verdict(
-        root, pulse, drand, require=args.require_external
-    )
-    ok = report.ok and not ext_failures
+    given = TrustedCertificate.from_bytes(read_location(args.cert)) if args.cert else None
+    verdict = _verdict(root, pulse, args, certificate=given)
     if args.json:
-        doc = _pulse_report_dict(report) | {"pqSignature": pq[0]}
-        doc |= external_site.value_to_use(pulse, verdict)
-        doc["ok"] = ok
-        doc["failures"] = [*doc.get("failures", []), *map(failure_as_dict, ext_failures)]
-        _print_json(doc)
+        _print_json(verdict_as_dict(verdict))
     else:
-        _print_pulse_verdict(pulse, report, list(report.failures), " (pass --cert or --source)")
-        print(f"co-signature (ML-DSA-65): {pq[0]}")
-        _print_external(pulse, verdict, ext_failures)
-    return EXIT_VALID if ok else EXIT_INVALID
-
-
-def _print_external(pulse: Pulse, verdict: Any, failures: Sequence[CheckError]) -> None:
-    for failure in failures:
-        print(failure.describe())
-    doc = external_site.value_to_use(pulse, verdict)
-    detail = f" ({verdict.detail})" if verdict.detail else ""
-    print(f"external (drand): {verdict.verdict}{detail}")
-    if "randomValue" in doc:
-        print(f"randomValue (the value to use): {doc['randomValue'].upper()}")
+        _print_verdict(pulse, verdict, " (pass --cert or --source)")
+    return EXIT_VALID if verdict.ok else EXIT_INVALID
 
 
 def _progress(enabled: bool) -> Progress | None:
@@ -363,35 +325,23 @@ def _cmd_chain(args: argparse.Namespace) -> int:
     first = 1 if first is None else first
     if last is not None and last < first:
         raise UsageError(f"--from {first} is after --to {last}")
+    descriptor = read_descriptor(source)
     report = replay_chain(
         source,
+        descriptor=descriptor,
         chain=chain,
         first=first,
         last=last,
         jobs=args.jobs,
         archives=args.archives,
-        require_pq=args.require_pq,
+        policy=_policy(args),
         check_pq=args.check_pq,
         progress=_progress(sys.stderr.isatty() and not args.json),
     )
-    # drand externals (external_site): a second pass over the range, to move into the core
-    externals: dict[str, int] = {}
-    if report.first_index is not None and report.last_index is not None:
-        which = chain if chain is not None else latest_pulse(source).chain_index
-        externals, ext_failures = external_site.chain_verdicts(
-            source,
-            which,
-            report.first_index,
-            report.last_index,
-            external_site.load_pinned(args.drand_info),
-            require=args.require_external,
-        )
-        report.fail(ext_failures)
     if args.json:
-        _print_json(report_as_dict(report) | {"externals": externals})
+        _print_json(report_as_dict(report) | {"site": descriptor.describe()})
     else:
-        shown = ", ".join(f"{k} {v}" for k, v in sorted(externals.items())) or "none"
-        print(f"externals (drand): {shown}")
+        print(descriptor.describe())
         _print_chain_report(report)
     return EXIT_VALID if report.ok else EXIT_INVALID
 
@@ -405,6 +355,8 @@ def _print_chain_report(report: ChainReport) -> None:
         print(f"pulses {lo}..{hi}: missing" if hi > lo else f"pulse {lo}: missing")
     if report.missing_count > sum(hi - lo + 1 for lo, hi in report.missing):
         print("... and more missing pulses")
+    for reason, n in sorted(report.not_checked.items()):
+        print(f"not checked: {reason} ({n} pulses)")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.source_kinds.items())) or "none"
     pq = ", ".join(f"{k} {v}" for k, v in sorted(report.pq_signatures.items())) or "none"
     print(
@@ -424,57 +376,80 @@ def _cmd_time(args: argparse.Namespace) -> int:
     source = open_source(args.source)
     kind: Kind = args.kind
     when = format_timestamp(args.timestamp)
-    pulse = pulse_by_time(source, kind, args.timestamp)
-    if pulse is None:
-        how = "" if source.get(BOUNDS_KEY) else " (no time index here; NIST's time path has none)"
-        raise FetchError(f"{source.describe()}: no pulse {_RELATION[kind]} {when}{how}")
-    report = verify_pulse(pulse, certificate_lookup(source)(pulse.certificate_id))
-    entropy_kind, entropy_failures = fetch_entropy_verdict(source, pulse)
-    verdict, ext_failures = external_site.pulse_verdict(  # drand external: hook
-        source, pulse, external_site.load_pinned(args.drand_info), require=args.require_external
-    )
-    failures = [*report.failures, *entropy_failures, *ext_failures]
-    ok = report.ok and not failures
-    shown = json.loads(pulse.raw or b"null")  # re-serialized for display only (ASCII-safe)
+    answer = find_by_time(source, kind, args.timestamp)
+    pulse = answer.pulse
+    if pulse is None and answer.index_error is None:
+        raise FetchError(f"{source.describe()}: no pulse {_RELATION[kind]} {when}")
+    verdict = None
+    if pulse is not None:
+        descriptor = read_descriptor(source)
+        if not args.check_pq:
+            descriptor = dataclasses.replace(descriptor, cosignatures=None)
+        evidence = gather_evidence(
+            source,
+            pulse,
+            cosignatures=args.check_pq,
+            predecessor=isinstance(answer.predecessor, NotFetched),
+        )
+        if not isinstance(answer.predecessor, NotFetched):
+            evidence.predecessor = answer.predecessor
+        policy = descriptor.policy_for(pulse.chain_index, pulse.pulse_index, _policy(args))
+        verdict = check_pulse(evidence, policy)
+    ok = verdict is not None and verdict.ok and answer.index_error is None
+    not_checked = [] if answer.unproved is None else [f"time answer: {answer.unproved}"]
     if args.json:
-        doc = {
-            "query": {"kind": kind, "time": args.timestamp, "timeStamp": when},
-            **_pulse_report_dict(report),
-            "ok": ok,
-            "entropySource": entropy_kind,
-            "failures": [failure_as_dict(f) for f in failures],
-            "pulse": shown,
-        } | external_site.value_to_use(pulse, verdict)
+        doc: dict[str, Any] = {"query": {"kind": kind, "time": args.timestamp, "timeStamp": when}}
+        if verdict is not None:
+            doc |= verdict_as_dict(verdict)
+            doc["notChecked"] = not_checked + doc["notChecked"]
+        doc |= {"ok": ok, "indexError": answer.index_error, "proved": answer.unproved is None}
+        doc["pulse"] = None if pulse is None else json.loads(pulse.raw or b"null")
         _print_json(doc)
         return EXIT_VALID if ok else EXIT_INVALID
-    print(json.dumps(shown, indent=2))
-    print(
-        f"the pulse {_RELATION[kind]} {when} is pulse {pulse.chain_index}/{pulse.pulse_index} "
-        f"at {pulse.time_stamp}"
-    )
-    _print_pulse_verdict(pulse, report, failures)
-    if entropy_kind is not None:
-        print(f"entropy record: valid ({entropy_kind})")
-    _print_external(pulse, verdict, [])
+    if pulse is not None and verdict is not None:
+        print(json.dumps(json.loads(pulse.raw or b"null"), indent=2))  # ASCII-safe display
+        print(
+            f"the pulse {_RELATION[kind]} {when} is pulse {pulse.chain_index}/"
+            f"{pulse.pulse_index} at {pulse.time_stamp}"
+        )
+    else:
+        print(f"there is no pulse {_RELATION[kind]} {when}")
+    if answer.index_error is not None:
+        print(f"the site's index is wrong: {answer.index_error}")
+    for line in not_checked:
+        print(f"not checked: {line}")
+    if pulse is not None and verdict is not None:
+        _print_verdict(pulse, verdict)
     return EXIT_VALID if ok else EXIT_INVALID
 
 
-def _print_pulse_verdict(
-    pulse: Pulse, report: PulseReport, failures: list[CheckError], hint: str = ""
-) -> None:
-    for failure in failures:
+def _print_verdict(pulse: Pulse, verdict: Verdict, hint: str = "") -> None:
+    """The core's verdict in lines: failures, what was checked, what was not."""
+    for failure in verdict.failures:
         print(failure.describe())
-    if report.signature == "unverifiable":
+    if verdict.signature == "unverifiable":
         print(
             f"pulse {pulse.pulse_index}: signature unverifiable: no certificate "
             f"{pulse.certificate_id.hex()[:16]}…{hint}"
         )
-    elif report.ok:
-        variant = report.output_variant.value if report.output_variant else "?"
+    elif verdict.signature == "valid" and not verdict.failures:
+        variant = verdict.output_variant.value if verdict.output_variant else "?"
         print(
             f"pulse {pulse.chain_index}/{pulse.pulse_index} at {pulse.time_stamp}: valid "
             f"(signature, certificateId, outputValue [{variant}])"
         )
+    source = f" ({verdict.entropy_source})" if verdict.entropy_source else ""
+    print(f"predecessor: {verdict.predecessor}")
+    print(f"entropy record: {verdict.entropy}{source}")
+    if verdict.raw_batch_id is not None:
+        print(f"raw batch {verdict.raw_batch_id}: {verdict.raw_batch}")
+    print(f"co-signature (ML-DSA-65): {verdict.pq}")
+    print(f"external (drand): {verdict.external}")
+    if verdict.random_value is not None:
+        print(f"the value to use (randomValue): {verdict.random_value.hex().upper()}")
+    for reason in verdict.not_checked:
+        print(f"not checked: {reason}")
+    print("VALID" if verdict.ok else "INVALID")
 
 
 def _cmd_skiplist(args: argparse.Namespace) -> int:
@@ -487,7 +462,16 @@ def _cmd_skiplist(args: argparse.Namespace) -> int:
         raise UsageError(f"OLDER (pulse {older}) must come before NEWER (pulse {newer})")
     if chain is None:
         chain = latest_pulse(source).chain_index
-    path = skip_path(source, chain, older, newer, certificate_lookup(source))
+    descriptor = read_descriptor(source)
+    certificates = certificate_lookup(source)
+    ends = (older, newer)
+
+    def check(pulse: Pulse) -> Verdict:
+        if pulse.pulse_index in ends:  # all the evidence the site has
+            return _verdict(source, pulse, args, descriptor=descriptor)
+        return check_pulse(Evidence(pulse, certificate=certificates(pulse.certificate_id)))
+
+    path = skip_path(source, chain, older, newer, certificates, check)
     if args.json:
         _print_json(_skip_path_dict(path))
     else:
@@ -513,6 +497,10 @@ def _skip_path_dict(path: SkipPath) -> dict[str, Any]:
             for step in path.steps
         ],
         "signaturesUnverifiable": path.signatures_unverifiable,
+        "notChecked": path.not_checked,
+        "ends": [
+            verdict_as_dict(v) for v in path.verdicts if v.pulse_index in (path.older, path.newer)
+        ],
         "failures": [failure_as_dict(f) for f in path.failures],
     }
 
@@ -525,6 +513,8 @@ def _print_skip_path(path: SkipPath) -> None:
         print(failure.describe())
     if path.signatures_unverifiable:
         print(f"{path.signatures_unverifiable} signatures unverifiable: no certificate found")
+    for reason, n in sorted(path.not_checked.items()):
+        print(f"not checked: {reason} ({n} pulses)")
     verdict = "VALID" if path.ok else "INVALID"
     reached = "" if path.complete else f" (stopped before reaching {path.older})"
     print(

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from beacon_verifier import drawcmd2, external_site, layout
-from beacon_verifier.checks import check_output_value, verify_pulse
+from beacon_verifier import drawcmd2, external_site
+from beacon_verifier.core import ANY, NOT_FETCHED, NotFetched, Policy, Verdict, check_pulse
 from beacon_verifier.draw import (
     MAX_MANIFEST_BYTES,
     BeaconRef,
@@ -44,9 +44,9 @@ from beacon_verifier.draw import (
 from beacon_verifier.draw2 import DrawResultV2, ManifestV2, compare_v2, manifest_version
 from beacon_verifier.errors import DrawError, FetchError
 from beacon_verifier.fetch import Source, open_source, read_location
-from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
-from beacon_verifier.lookup import pulse_by_time
-from beacon_verifier.replay import certificate_lookup, latest_pulse
+from beacon_verifier.format import Pulse, format_timestamp
+from beacon_verifier.lookup import find_by_time
+from beacon_verifier.siteread import gather_evidence, latest_pulse, read_descriptor
 
 __all__ = ["parse_time", "register", "target_pulse"]
 
@@ -175,17 +175,21 @@ def _write_new(path: str, data: bytes) -> None:
 # --- target pulses ------------------------------------------------------------------
 
 
-def target_pulse(source: Source, chain: int, t_ms: int) -> Pulse:
+def target_pulse(
+    source: Source, chain: int, t_ms: int, policy: Policy = ANY
+) -> tuple[Pulse, Verdict]:
     """The verified first pulse of ``chain`` at or after ``t_ms`` on ``source``.
 
-    Its signature must verify against the certificate the site serves, and the
-    pulse before it (its ``previous`` link, so authenticated by the signature)
-    must be earlier than ``t_ms``: a rewritten time index cannot substitute a
-    later pulse. Raises ``DrawError`` when the pulse is not there yet, is on
-    another chain or does not verify; ``FetchError`` when it cannot be had.
+    The time lookup proves it the first (``lookup.find_by_time``: the pulse before
+    it, linked by ``previous``, is earlier than ``t_ms``, so a rewritten time index
+    cannot substitute a later pulse), and the core (``core.check_pulse``) must find
+    it valid with the evidence the site has, held to what the site promises.
+    Raises ``DrawError`` when the pulse is not there yet, is on another chain or
+    does not verify; ``FetchError`` when it cannot be had or proved the first.
     """
     where, when = source.describe(), format_timestamp(t_ms)
-    pulse = pulse_by_time(source, "at_or_after", t_ms)
+    answer = find_by_time(source, "at_or_after", t_ms)
+    pulse = answer.pulse
     if pulse is None:
         latest = latest_pulse(source)
         if latest.time_ms >= t_ms:
@@ -203,42 +207,44 @@ def target_pulse(source: Source, chain: int, t_ms: int) -> Pulse:
             f"{where}: the first pulse at or after {when} is {ref}, on chain "
             f"{pulse.chain_index}, but the draw is on chain {chain}"
         )
-    report = verify_pulse(pulse, certificate_lookup(source)(pulse.certificate_id))
-    if report.signature == "unverifiable":
+    if answer.index_error is not None:
+        raise DrawError(
+            f"{where}: the site's time index is wrong ({answer.index_error}); the target is {ref}"
+        )
+    if answer.unproved is not None:
+        raise FetchError(
+            f"{where}: {ref} cannot be shown to be the first at or after {when}: {answer.unproved}"
+        )
+    return pulse, check_draw_pulse(source, pulse, policy, answer.predecessor)
+
+
+def check_draw_pulse(
+    source: Source,
+    pulse: Pulse,
+    policy: Policy = ANY,
+    predecessor: Pulse | NotFetched | None = NOT_FETCHED,
+) -> Verdict:
+    """The core's verdict on a pulse a draw uses (all the evidence ``source`` has, held
+    to what the site promises). Raises ``DrawError`` unless it is valid: no winners
+    from an unverified pulse."""
+    where = source.describe()
+    ref = f"pulse {pulse.chain_index}/{pulse.pulse_index} at {pulse.time_stamp}"
+    fetched = not isinstance(predecessor, NotFetched)
+    evidence = gather_evidence(source, pulse, predecessor=not fetched)
+    if fetched:
+        evidence.predecessor = predecessor
+    verdict = check_pulse(
+        evidence, read_descriptor(source).policy_for(pulse.chain_index, pulse.pulse_index, policy)
+    )
+    if verdict.signature == "unverifiable":
         raise DrawError(
             f"{where}: {ref}: signature unverifiable, no certificate "
             f"{pulse.certificate_id.hex()[:16]}… on the site; no winners from an unverified pulse"
         )
-    if not report.ok:
-        failures = "; ".join(f.describe() for f in report.failures)
+    if not verdict.ok:
+        failures = "; ".join(f.describe() for f in verdict.failures)
         raise DrawError(f"{where}: {ref} does not verify: {failures}")
-    _check_is_first(source, pulse, t_ms)
-    return pulse
-
-
-def _check_is_first(source: Source, pulse: Pulse, t_ms: int) -> None:
-    if pulse.pulse_index == 1:
-        return  # nothing of this chain comes before it
-    where = source.describe()
-    key = layout.pulse_key(pulse.chain_index, pulse.pulse_index - 1)
-    data = source.get(key)
-    if data is None:
-        raise FetchError(
-            f"{where}: {key} is missing, so pulse {pulse.pulse_index} cannot be shown to be "
-            f"the first at or after {format_timestamp(t_ms)}"
-        )
-    before = parse_pulse(data)
-    if before.output_value != pulse.previous:
-        raise DrawError(
-            f"{where}: {key} is not the pulse that pulse {pulse.pulse_index} links to as previous"
-        )
-    check_output_value(before)  # binds its timeStamp to the outputValue just matched
-    if before.time_ms >= t_ms:
-        raise DrawError(
-            f"{where}: pulse {before.pulse_index} at {before.time_stamp} is already at or after "
-            f"{format_timestamp(t_ms)}, so pulse {pulse.pulse_index} is not the target "
-            "(the site's time index is wrong)"
-        )
+    return verdict
 
 
 # --- commands -----------------------------------------------------------------------
@@ -319,7 +325,7 @@ def _compute(args: argparse.Namespace) -> DrawResult | DrawResultV2:
     beacons += [(ref.beacon, ref.beacon, ref.chain) for ref in manifest.also]
     refs = []
     for spec, url, chain in beacons:
-        pulse = target_pulse(open_source(spec), chain, manifest.pulse_time_ms)
+        pulse, _ = target_pulse(open_source(spec), chain, manifest.pulse_time_ms)
         refs.append(
             PulseRef(
                 beacon=url,

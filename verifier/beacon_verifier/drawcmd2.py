@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from beacon_verifier import external_site, layout
-from beacon_verifier.checks import check_output_value, verify_pulse
+from beacon_verifier.checks import check_output_value
+from beacon_verifier.core import VALID, Policy
 from beacon_verifier.draw import check_entrants, manifest_hash, select_winners
 from beacon_verifier.draw2 import (
     MAX_SKIPPED,
@@ -26,8 +26,8 @@ from beacon_verifier.draw2 import (
 from beacon_verifier.errors import DrawError, FetchError
 from beacon_verifier.external import DrandChain
 from beacon_verifier.fetch import Source, open_source
-from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
-from beacon_verifier.replay import certificate_lookup, latest_pulse
+from beacon_verifier.format import Pulse, format_timestamp
+from beacon_verifier.siteread import fetch_pulse, latest_pulse
 
 #: ``draw new --version 2`` refuses a target closer than this many periods.
 MIN_PERIODS_AHEAD = 2
@@ -53,10 +53,9 @@ def _previous(source: Source, pulse: Pulse) -> Pulse:
             f"{where}: pulse {pulse.chain_index}/1 starts a chain: its localRandomValue "
             "opens no earlier commitment"
         )
-    data = source.get(layout.pulse_key(pulse.chain_index, pulse.pulse_index - 1))
-    if data is None:
+    before = fetch_pulse(source, pulse.chain_index, pulse.pulse_index - 1)
+    if before is None:
         raise FetchError(f"{where}: pulse {pulse.pulse_index - 1} is missing")
-    before = parse_pulse(data)
     check_output_value(before)
     if before.output_value != pulse.previous:
         raise DrawError(f"{where}: pulse {before.pulse_index} is not pulse {pulse.pulse_index}'s")
@@ -64,18 +63,13 @@ def _previous(source: Source, pulse: Pulse) -> Pulse:
 
 
 def _next(source: Source, pulse: Pulse) -> Pulse:
-    """The verified pulse after ``pulse`` (its previous link must be ``pulse``)."""
-    where = source.describe()
-    data = source.get(layout.pulse_key(pulse.chain_index, pulse.pulse_index + 1))
-    if data is None:
+    """The pulse after ``pulse`` (checked by the core with its predecessor ``pulse``)."""
+    after = fetch_pulse(source, pulse.chain_index, pulse.pulse_index + 1)
+    if after is None:
         raise DrawError(
-            f"{where}: pulse {pulse.pulse_index} has no valid external and pulse "
+            f"{source.describe()}: pulse {pulse.pulse_index} has no valid external and pulse "
             f"{pulse.pulse_index + 1} is not yet available"
         )
-    after = parse_pulse(data)
-    report = verify_pulse(after, certificate_lookup(source)(after.certificate_id))
-    if not report.ok or after.previous != pulse.output_value:
-        raise DrawError(f"{where}: pulse {after.pulse_index} does not verify or does not link")
     return after
 
 
@@ -104,30 +98,33 @@ def compute_v2(
 ) -> DrawResultV2:
     """Fetch and verify the target pulses of a v2 draw, skip those without a valid
     external on its own beacon, and draw."""
-    from beacon_verifier.drawcmd import target_pulse
+    from beacon_verifier.drawcmd import check_draw_pulse, target_pulse
 
     manifest = parse_manifest_v2(manifest_bytes)
     base = manifest.base
     entrants = check_entrants(base, entrant_bytes)
     source = open_source(source_spec or base.beacon)
-    pulse = target_pulse(source, base.chain, base.pulse_time_ms)
+    policy = Policy(drand=drand)
+    pulse, verdict = target_pulse(source, base.chain, base.pulse_time_ms, policy)
     skipped: list[Skipped] = []
-    while True:
-        verdict, _ = external_site.pulse_verdict(source, pulse, drand, require=True)
-        if verdict.usable:
-            break
-        reason = f"external {verdict.verdict}" + (f": {verdict.detail}" if verdict.detail else "")
+    while verdict.external != VALID:
         skipped.append(
-            Skipped(pulse_index=pulse.pulse_index, time_stamp=pulse.time_stamp, reason=reason)
+            Skipped(
+                pulse_index=pulse.pulse_index,
+                time_stamp=pulse.time_stamp,
+                reason=f"external {verdict.external}",
+            )
         )
         if len(skipped) > MAX_SKIPPED:
             raise DrawError(f"{source.describe()}: {MAX_SKIPPED} pulses without a valid external")
-        pulse = _next(source, pulse)
+        # The next pulse, checked by the core with the one before it as its predecessor.
+        previous, pulse = pulse, _next(source, pulse)
+        verdict = check_draw_pulse(source, pulse, policy, previous)
     contributions = [_contribution(source, base.beacon, pulse)]
     for ref in base.also:
         other = open_source(ref.beacon)
         contributions.append(
-            _contribution(other, ref.beacon, target_pulse(other, ref.chain, base.pulse_time_ms))
+            _contribution(other, ref.beacon, target_pulse(other, ref.chain, base.pulse_time_ms)[0])
         )
     seed = draw_seed_v2(
         manifest_bytes, [(c.local_random_value, c.external_value) for c in contributions]

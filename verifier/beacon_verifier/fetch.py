@@ -9,11 +9,15 @@ Sources are hostile until checked, so every read is bounded:
 - every object is capped in size (``max_bytes``; ``TooLargeError`` beyond it),
   and the cap is enforced while reading, never after;
 - HTTP (``web.HttpSource``, imported only for an http(s) source) has a timeout
-  per socket operation and a deadline per object, retries only transient
+  per socket operation and a deadline per object, headers included, retries only transient
   failures (connection errors, timeouts, 408/425/429/5xx) with backoff, follows
   at most a few redirects and only to http(s), and refuses content it would
   have to decode (``Content-Encoding``);
-- S3 has connect and read timeouts and botocore's bounded retries.
+- S3 has connect and read timeouts, botocore's bounded retries, and a deadline per
+  object body (its headers are bounded by the read timeout only);
+- a directory site opens regular files only (a FIFO, device or socket is refused
+  in one line, never waited on), in directories that stay inside the site (a
+  directory symlinked out of it is refused).
 
 ``read_chunks`` streams an object in pieces (daily archives), so a large object
 never sits in memory whole. Sources pickle, so that worker processes can open
@@ -23,6 +27,7 @@ them again.
 from __future__ import annotations
 
 import os
+import stat
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -32,8 +37,11 @@ from typing import IO, Any, Protocol
 from beacon_verifier.errors import FetchError
 
 MAX_OBJECT_BYTES = 8 * 1024 * 1024  # a pulse is ~3 KB, an index object ~90 KB at most
+#: Seconds for an S3 object's body, however slowly it trickles in (botocore bounds the
+#: connection and each read, and its own retries, but not the whole).
+S3_BODY_DEADLINE = 120.0
 _CHUNK = 1024 * 1024
-_O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _O_DIRECTORY = _O_READ | getattr(os, "O_DIRECTORY", 0)
 _MAX_DIRECTORIES = 16
 _NOT_NAMES = ("", ".", "..")  # what _check_key refuses as the last part of a key
@@ -41,6 +49,28 @@ _NOT_NAMES = ("", ".", "..")  # what _check_key refuses as the last part of a ke
 
 class TooLargeError(FetchError):
     """An object is larger than the cap for its kind: a hostile or broken site."""
+
+
+def _regular(fd: int, path: str) -> bool:
+    """Whether ``fd`` is a regular file (False: a directory, read as absent). Closes
+    ``fd`` and raises ``FetchError`` for anything else: a FIFO would block, a device
+    never end, a socket not open at all."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return True
+    os.close(fd)
+    if stat.S_ISDIR(mode):
+        return False
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    raise FetchError(f"{path}: is {kind}, not a regular file: refused")
 
 
 class Source(Protocol):
@@ -133,6 +163,7 @@ class LocalSource:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._prefix = os.path.join(root, "")
+        self._inside = os.path.join(os.path.realpath(root), "")
         self._directories: dict[str, int] = {}
 
     def __del__(self) -> None:
@@ -148,8 +179,14 @@ class LocalSource:
         """A descriptor of the site's ``directory``; None when there is no such directory."""
         fd = self._directories.get(directory)
         if fd is None:
+            path = self._prefix + directory
+            real = os.path.join(os.path.realpath(path), "")
+            if not real.startswith(self._inside) and os.path.exists(path):
+                raise FetchError(
+                    f"{path}: leads outside the site (to {real.rstrip(os.sep) or os.sep}): refused"
+                )
             try:
-                fd = os.open(self._prefix + directory, _O_DIRECTORY)
+                fd = os.open(path, _O_DIRECTORY)
             except (FileNotFoundError, NotADirectoryError):
                 return None  # not remembered: it may appear later
             except OSError as exc:
@@ -167,13 +204,22 @@ class LocalSource:
         return (LocalSource, (self.root,))
 
     def _open(self, key: str) -> tuple[IO[bytes], str] | None:
-        path = self._prefix + _check_key(key)
+        """The regular file under ``key``, opened (the callers close it), or None."""
+        _check_key(key)
+        directory, _, name = key.rpartition("/")
+        path = self._prefix + key
         try:
-            return open(path, "rb", buffering=0), path  # the callers close it
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            dir_fd = self._directory(directory) if directory else None
+            if directory and dir_fd is None:
+                return None
+            fd = os.open(name if directory else path, _O_READ, dir_fd=dir_fd)
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if not _regular(fd, path):
+            return None
+        return os.fdopen(fd, "rb", buffering=0), path
 
     def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
         # os-level calls: replaying a chain reads two or three small files per pulse.
@@ -191,6 +237,8 @@ class LocalSource:
             return None
         except OSError as exc:
             raise FetchError(f"cannot read {self._prefix + key}: {exc.strerror or exc}") from exc
+        if not _regular(fd, self._prefix + key):
+            return None
         try:
             data = os.read(fd, max_bytes + 1 if max_bytes < _CHUNK else _CHUNK)
             if len(data) == _CHUNK:  # a short read of a file is its end
@@ -261,7 +309,7 @@ class S3Source:
             return None
         body, where = found
         try:
-            return _read_capped(body, max_bytes, where)
+            return _read_capped(body, max_bytes, where, S3_BODY_DEADLINE)
         except BotoCoreError as exc:
             raise FetchError(f"{where}: {exc}") from None
         finally:
@@ -273,7 +321,7 @@ class S3Source:
         found = self._body(key)
         if found is None:
             return None
-        return _chunks(found[0], max_bytes, found[1], None, (OSError, BotoCoreError))
+        return _chunks(found[0], max_bytes, found[1], S3_BODY_DEADLINE, (OSError, BotoCoreError))
 
 
 def read_chunks(source: Source, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
@@ -327,10 +375,13 @@ def read_location(location: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes:
         if data is None:
             raise FetchError(f"{location}: not found")
         return data
-    path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else location)
+    path = urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else location
     try:
-        with path.open("rb") as fh:
-            return _read_capped(fh, max_bytes, str(path))
+        fd = os.open(path, _O_READ)
+        if not _regular(fd, location):
+            raise FetchError(f"{location}: is a directory")
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            return _read_capped(fh, max_bytes, location)
     except FileNotFoundError:
         raise FetchError(f"{location}: no such file") from None
     except OSError as exc:

@@ -8,6 +8,8 @@ the verifier reads them. Written once, here.
     beacon/2.0/chain/{c}/pulse/last         the last pulse of chain c (mutable)
     beacon/2.0/pulse/last                   the latest pulse (mutable)
     beacon/2.0/chain/last/pulse/last        the same (mutable)
+    beacon/2.0/site.json                    what the site promises to publish (mutable;
+                                            ``descriptor``)
     beacon/2.0/pulse/time/{unix_ms}         the pulse with exactly that timeStamp (immutable)
     beacon/2.0/certificate/{certificateId}  the signing certificate, PEM (immutable)
     beacon/2.0/chain/{c}/entropy/{p}        the entropy record of a pulse (immutable)
@@ -45,6 +47,7 @@ def chain_last_key(chain: int) -> str:
 
 LAST_KEY = f"{ROOT}/pulse/last"
 CHAIN_LAST_LAST_KEY = f"{ROOT}/chain/last/pulse/last"
+SITE_KEY = f"{ROOT}/site.json"
 
 
 def time_key(unix_ms: int) -> str:

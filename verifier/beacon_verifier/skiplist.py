@@ -12,26 +12,23 @@ index must have that outputValue, which makes the step as strong as the
 signature over the link. ``previous`` always targets the index before. A link
 whose uri names nothing usable is not followed.
 
-Every pulse on the path is verified (``checks.verify_pulse``), and every step
-checked: the link value, the chain, and for ``previous`` steps every relation
-of consecutive pulses (``checks.check_pair``). The path stops at the first step
-that does not hold.
+Every pulse on the path is checked by the one core (``core.check_pulse``, through
+``check``: by default with its certificate only; the command line gives OLDER and
+NEWER all the evidence the site has), and every step checked: the link value,
+the chain, and for ``previous`` steps every relation of consecutive pulses
+(``checks.check_pair``). The path stops at the first step that does not hold.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from beacon_verifier import layout
-from beacon_verifier.checks import (
-    SKIP_LINK_TYPES,
-    CertificateLookup,
-    TrustedCertificate,
-    check_pair,
-    verify_pulse,
-)
+from beacon_verifier.chain import CertificateLookup
+from beacon_verifier.checks import SKIP_LINK_TYPES, TrustedCertificate, check_pair
+from beacon_verifier.core import Evidence, Verdict, check_pulse
 from beacon_verifier.errors import ChainError, CheckError, FetchError, PulseFormatError
 from beacon_verifier.fetch import Source
 from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, parse_pulse
@@ -59,6 +56,19 @@ class SkipPath:
     steps: tuple[Step, ...]
     failures: tuple[CheckError, ...]
     signatures_unverifiable: int
+    verdicts: tuple[Verdict, ...] = ()
+
+    @property
+    def not_checked(self) -> dict[str, int]:
+        """What the core could not check on the path's pulses, by reason (the
+        predecessor of each step but the last is the next step, checked by the path)."""
+        counts: dict[str, int] = {}
+        for verdict in self.verdicts:
+            for reason in verdict.not_checked:
+                if reason.startswith("predecessor") and verdict.pulse_index != self.older:
+                    continue
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
 
     @property
     def complete(self) -> bool:
@@ -115,8 +125,12 @@ def skip_path(
     older: int,
     newer: int,
     certificates: CertificateLookup,
+    check: Callable[[Pulse], Verdict] | None = None,
 ) -> SkipPath:
     """Fetch and check the skip-list path from pulse ``newer`` back to pulse ``older``.
+
+    ``check`` gives each pulse on the path its verdict (default: the core with the
+    pulse's certificate as the only evidence).
 
     Fetches only the pulses on the path. Raises ``ValueError`` unless
     1 <= older < newer; ``FetchError`` when a pulse on the path cannot be had;
@@ -126,15 +140,17 @@ def skip_path(
         raise ValueError(f"need 1 <= OLDER < NEWER, got {older} and {newer}")
     cache: dict[bytes, TrustedCertificate | None] = {}
     failures: list[CheckError] = []
-    unverifiable = 0
+    verdicts: list[Verdict] = []
 
-    def verify(pulse: Pulse) -> None:
-        nonlocal unverifiable
+    def with_certificate(pulse: Pulse) -> Verdict:
         if pulse.certificate_id not in cache:
             cache[pulse.certificate_id] = certificates(pulse.certificate_id)
-        report = verify_pulse(pulse, cache[pulse.certificate_id])
-        failures.extend(report.failures)
-        unverifiable += report.signature == "unverifiable"
+        return check_pulse(Evidence(pulse, certificate=cache[pulse.certificate_id]))
+
+    def verify(pulse: Pulse) -> None:
+        verdict = (check or with_certificate)(pulse)
+        verdicts.append(verdict)
+        failures.extend(verdict.failures)
 
     current = _fetch(source, chain, newer, "NEWER")
     steps = [Step(current, None)]
@@ -158,7 +174,8 @@ def skip_path(
         newer=newer,
         steps=tuple(steps),
         failures=tuple(failures),
-        signatures_unverifiable=unverifiable,
+        signatures_unverifiable=sum(v.signature == "unverifiable" for v in verdicts),
+        verdicts=tuple(verdicts),
     )
 
 

@@ -6,14 +6,18 @@ start of the command line); ``fetch.open_source`` imports this module for an
 http(s) source.
 
 Every read is bounded: a timeout per socket operation and a deadline per
-object, retries of transient failures only (connection errors, timeouts,
-408/425/429/5xx) with backoff, at most a few redirects and only to http(s), and
-no content it would have to decode (``Content-Encoding``).
+object that includes the status line and headers (a server trickling its
+headers a byte at a time is cut off at the deadline), retries of transient
+failures only (connection errors, timeouts, 408/425/429/5xx) with backoff, at
+most a few redirects and only to http(s), and no content it would have to decode
+(``Content-Encoding``).
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -55,16 +59,86 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_SafeRedirects)
+class _Deadline:
+    """The deadline of one GET (``time.monotonic``), shared by its redirects and headers."""
+
+    local = threading.local()
+
+    @classmethod
+    def remaining(cls) -> float:
+        deadline: float | None = getattr(cls.local, "at", None)
+        return HTTP_DEADLINE if deadline is None else deadline - time.monotonic()
+
+
+class _HeadersCut(FetchError):
+    """The status line and headers did not arrive before the object's deadline."""
+
+
+def _bounded(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+    """``base`` whose ``getresponse`` (status line and headers) ends at the deadline:
+    a timer shuts the socket down, which ends any read waiting on it."""
+
+    class Bounded(base):  # type: ignore[valid-type,misc]
+        def getresponse(self) -> http.client.HTTPResponse:
+            remaining = _Deadline.remaining()
+            cut = threading.Event()
+
+            def expire() -> None:
+                cut.set()
+                sock = self.sock
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+            timer = threading.Timer(max(remaining, 0.0), expire)
+            timer.daemon = True
+            timer.start()
+            try:
+                return super().getresponse()  # type: ignore[no-any-return]
+            except (OSError, http.client.HTTPException):
+                if cut.is_set():
+                    raise _HeadersCut(
+                        f"{self.host}: no complete headers within {HTTP_DEADLINE:.0f} s"
+                    ) from None
+                raise
+            finally:
+                timer.cancel()
+                timer.join()  # gone before any fork (``replay._worker_context``)
+
+    return Bounded
+
+
+_BoundedHTTP = _bounded(http.client.HTTPConnection)
+_BoundedHTTPS = _bounded(http.client.HTTPSConnection)
+
+
+class _BoundedHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_BoundedHTTP, req)
+
+
+class _BoundedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_BoundedHTTPS, req)
+
+
+_OPENER = urllib.request.build_opener(_SafeRedirects, _BoundedHandler, _BoundedHTTPSHandler)
 
 
 def _http_open(url: str) -> Any | None:
-    """The response to GET ``url``; None on 404/410. Retries transient failures with backoff."""
+    """The response to GET ``url``; None on 404/410. Retries transient failures with backoff.
+
+    Each attempt's status line and headers must arrive within ``HTTP_DEADLINE``;
+    the caller reads the body within what is left of it (``_Deadline.remaining``).
+    """
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise FetchError(f"{url}: not an http(s) URL")
     delay = 0.5
     for attempt in range(HTTP_RETRIES):
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})  # noqa: S310
+        _Deadline.local.at = time.monotonic() + HTTP_DEADLINE
         try:
             response = _OPENER.open(request, timeout=HTTP_TIMEOUT)
         except urllib.error.HTTPError as exc:
@@ -96,7 +170,7 @@ def http_get(url: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
     if response is None:
         return None
     try:
-        return _read_capped(response, max_bytes, url, HTTP_DEADLINE)
+        return _read_capped(response, max_bytes, url, max(_Deadline.remaining(), 0.0))
     except _READ_ERRORS as exc:  # reset, timed out or cut short mid-body
         raise FetchError(f"{url}: {getattr(exc, 'strerror', None) or exc!r}") from None
     finally:
@@ -123,4 +197,4 @@ class HttpSource:
         response = _http_open(url)
         if response is None:
             return None
-        return _chunks(response, max_bytes, url, HTTP_DEADLINE, _READ_ERRORS)
+        return _chunks(response, max_bytes, url, max(_Deadline.remaining(), 0.0), _READ_ERRORS)
