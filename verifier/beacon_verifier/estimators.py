@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -466,7 +467,7 @@ class Assessment:
         """The estimator that gave the smallest figure."""
         return min(self.estimates, key=lambda k: self.estimates[k])
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON form for records and reports (camelCase keys)."""
         return {
             "method": METHOD,
