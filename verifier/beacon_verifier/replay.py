@@ -55,6 +55,7 @@ from beacon_verifier.checks import (
     Segment,
     TrustedCertificate,
 )
+from beacon_verifier.claims import check_claims
 from beacon_verifier.errors import (
     ChainError,
     CheckError,
@@ -194,6 +195,7 @@ def _entropy_kind(pulse: Pulse, record: bytes) -> str:
         )
     if kind in ("quantum-simulator", "quantum-hardware"):
         _check_quantum_bits(pulse, doc)
+    check_claims(pulse.pulse_index, kind, doc)
     return kind
 
 
