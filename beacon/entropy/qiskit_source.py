@@ -18,7 +18,16 @@ Two simulators:
 Each job's simulator is seeded from ``os.urandom`` (63 bits). A simulator is a
 PRNG: a simulated batch holds at most those 63 bits of real entropy whatever
 its statistical estimate says, which is why its records say
-``quantum-simulator`` and every record also mixes in 512 OS bits.
+``quantum-simulator``, credit 0 bits of quantum min-entropy, and every record
+also mixes in 512 OS bits.
+
+Every job's full raw output is published: the record commits to the whole
+packed batch (``batchSha512``, ``batchBits``) and the source hands the batch
+to the publisher (``ReleasesBatches``) once the pulse that used it is out, so
+anyone can re-run the health tests and estimators on it
+(``beacon-verify entropy``). At most ``MAX_UNPUBLISHED`` batches wait in
+memory; a batch lost to a crash before publication shows up as a missing
+raw batch to the verifier.
 
 qiskit is imported when a source is constructed, never when this module is
 imported. The job helpers here are shared with the IBM hardware source.
@@ -26,10 +35,12 @@ imported. The job helpers here are shared with the IBM hardware source.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import time
 import warnings
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +48,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from beacon.entropy import QUANTUM_SIMULATOR, EntropyDraw, random_bytes
-from beacon.entropy.extract import condition
+from beacon.entropy import QUANTUM_SIMULATOR, EntropyDraw, RawBatch, random_bytes
+from beacon.entropy.extract import condition, pack_bits, shot_major
 from beacon.entropy.health import HealthConfig, HealthResult, run_health_tests
 from beacon.entropy.record import OS_BITS_BYTES, Provenance, quantum_record, seal
 from beacon.errors import EntropyError, HealthTestError
@@ -53,6 +64,10 @@ DEFAULT_SHOTS = 2048
 DEFAULT_QUBITS = 127
 #: How many rejected batches a source keeps for audit.
 DEFAULT_KEEP_REJECTED = 8
+#: Used batches kept in memory until the publisher has them (about 32 KiB each).
+MAX_UNPUBLISHED = 256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +276,8 @@ class LocalQuantumSource:
         self._backend, self.num_qubits = make_simulator(noise_backend, qubits)
         self.backend_name = str(self._backend.name)
         self._isa, self.physical_qubits = transpile_for(self._backend, self.num_qubits)
+        # batch id -> (chain, pulse) of the record that used it, and its packed bits
+        self._unpublished: OrderedDict[str, tuple[tuple[int, int], bytes]] = OrderedDict()
 
     def harvest(self) -> Harvest:
         """Run one job and return its raw bits, untested.
@@ -300,7 +317,8 @@ class LocalQuantumSource:
             )
         conditioned = condition(harvest.bits, 0, health.min_entropy)
         os_bits = random_bytes(self._urandom, OS_BITS_BYTES)
-        return seal(
+        packed = pack_bits(shot_major(harvest.bits))
+        draw = seal(
             quantum_record(
                 kind=QUANTUM_SIMULATOR,
                 chain_index=chain_index,
@@ -309,5 +327,24 @@ class LocalQuantumSource:
                 health=health,
                 conditioned=conditioned,
                 os_bits=os_bits,
+                batch_sha512=hashlib.sha512(packed).digest(),
+                batch_bits=int(harvest.bits.size),
             )
         )
+        self._unpublished[harvest.provenance.batch_id] = ((chain_index, pulse_index), packed)
+        while len(self._unpublished) > MAX_UNPUBLISHED:
+            lost, _ = self._unpublished.popitem(last=False)
+            log.warning("raw batch %s dropped unpublished: the publisher is behind", lost)
+        return draw
+
+    def released_batches(self, chain_index: int, pulse_index: int) -> list[RawBatch]:
+        """Batches whose pulse is published once pulse ``chain_index``/``pulse_index`` is."""
+        return [
+            RawBatch(batch_id=batch_id, data=packed)
+            for batch_id, (used_by, packed) in self._unpublished.items()
+            if used_by <= (chain_index, pulse_index)
+        ]
+
+    def batch_published(self, batch_id: str) -> None:
+        """Forget a batch the store now holds."""
+        self._unpublished.pop(batch_id, None)

@@ -186,7 +186,7 @@ def test_site_works_from_a_directory_and_from_a_static_host(tmp_path: Path, serv
 
         page = browser.dom(base + pulse_page)
         assert value in "".join(page.text)
-        assert "fresh quantum circuits run on the simulator" in "".join(page.text)
+        assert "a simulated quantum circuit (pseudo-random) on" in "".join(page.text)
         # Its next pulse does not exist yet: that link alone may not resolve.
         nexts = [href for href, attrs in page.links if attrs.get("rel") == "next"]
         assert nexts == ["../../../../" + pulse_page_key(c, p + 1)]
