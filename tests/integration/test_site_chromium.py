@@ -168,7 +168,8 @@ def broken_links(page: Page, page_url: str, *, skip: str | None = None) -> list[
 
 def test_site_works_from_a_directory_and_from_a_static_host(tmp_path: Path, serve: Any) -> None:
     browser = Chromium(tmp_path)
-    done = run_beacon(tmp_path, ["run", "--period", "1", "--count", "4"], timeout=240)
+    # Period 2: time for each draw's job, health tests and estimators (pulse 4 must be quantum).
+    done = run_beacon(tmp_path, ["run", "--period", "2", "--count", "4"], timeout=240)
     assert done.returncode == 0, done.stderr
     site = tmp_path / "public"
     latest = json.loads((site / layout.LAST_KEY).read_bytes())["pulse"]

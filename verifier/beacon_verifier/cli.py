@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beacon_verifier import __version__, drawcmd, layout
+from beacon_verifier import __version__, drawcmd, entropycmd, layout
 from beacon_verifier.checks import ChainReport, PulseReport, TrustedCertificate, verify_pulse
 from beacon_verifier.drawcmd import parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
@@ -174,6 +174,7 @@ def _build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print a machine-readable report")
     k.set_defaults(run=_cmd_skiplist)
     drawcmd.register(sub)
+    entropycmd.register(sub)
     return parser
 
 

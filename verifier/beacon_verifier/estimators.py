@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -67,9 +68,10 @@ METHOD = (
 )
 #: z for the 99 % bounds, as NIST's tool has it.
 ZALPHA = 2.5758293035489008
-#: Fewest bits ``assess`` accepts: the compression estimator needs 1000 6-bit
-#: blocks to initialise and MultiMCW a 4095-bit window.
-MIN_BITS = 6 * 1001 + 1
+#: Fewest bits ``assess`` accepts: MultiMCW needs its 4095-bit window and one
+#: bit more. The compression estimator needs more than 1000 6-bit blocks (6006
+#: bits); on a shorter stream it is left out, as NIST's tool leaves it out.
+MIN_BITS = 4096
 #: Estimates are rounded down to this many decimals before anyone uses them.
 DECIMALS = 6
 _T_TUPLE_CUTOFF = 35
@@ -93,15 +95,50 @@ def _upper(p: float, n: int) -> float:
 
 
 def _bisect(f: Callable[[float], float], target: float, lo: float, hi: float) -> float:
-    """``p`` in [lo, hi] with ``f(p) == target`` for a decreasing ``f``, to float precision."""
+    """``p`` in (lo, hi) with ``f(p) == target`` for a decreasing ``f``; never evaluates
+    ``f`` at the ends (the prediction bound is undefined at p = 1)."""
     for _ in range(200):
         mid = (lo + hi) / 2.0
-        if mid in (lo, hi):
+        if mid in (lo, hi) or hi - lo <= 1e-14 * hi:
             break
         if f(mid) > target:
             lo = mid
         else:
             hi = mid
+    return hi
+
+
+def _solve(f: Callable[[float], float], target: float, lo: float, hi: float) -> float:
+    """``p`` in [lo, hi] with ``f(p) == target`` for a decreasing ``f``, to about 1e-14.
+
+    Regula falsi with the Illinois step (a bracketing method: it never leaves
+    [lo, hi]), falling back to bisection when the interpolated point is unusable.
+    """
+    f_lo, f_hi = f(lo) - target, f(hi) - target
+    if f_lo <= 0:
+        return lo
+    if f_hi >= 0:
+        return hi
+    side = 0
+    for _ in range(200):
+        if hi - lo <= 1e-14 * hi:
+            break
+        mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        if not lo < mid < hi:
+            mid = (lo + hi) / 2.0
+        f_mid = f(mid) - target
+        if f_mid == 0:
+            return mid
+        if f_mid > 0:
+            lo, f_lo = mid, f_mid
+            if side == 1:
+                f_hi /= 2.0
+            side = 1
+        else:
+            hi, f_hi = mid, f_mid
+            if side == -1:
+                f_lo /= 2.0
+            side = -1
     return hi
 
 
@@ -183,13 +220,28 @@ def _markov_counts(bits: Bits) -> tuple[float, float, float, float, float]:
 # --- 6.3.4 compression -----------------------------------------------------------------
 
 
-def _g(z: float, d: int, num_blocks: int) -> float:
+@lru_cache(maxsize=4)
+def _log2_table(num_blocks: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``log2(i)`` and ``i - 1`` for i = 2..num_blocks (the terms of G)."""
     i = np.arange(2, num_blocks + 1, dtype=np.float64)
-    with np.errstate(under="ignore"):
-        a = np.log2(i) * np.power(1.0 - z, i - 1.0)
+    return np.log2(i), i - 1.0
+
+
+def _g(z: float, d: int, num_blocks: int) -> float:
+    logs, exponents = _log2_table(num_blocks)
+    a = np.zeros_like(logs)
+    if z < 1.0:
+        # Terms below e**-700 add nothing to a double (NIST's loop stops at its underflow
+        # too); computing them would go through slow subnormal arithmetic.
+        rate = math.log1p(-z)
+        kept = logs.size if rate == 0 else min(logs.size, int(-700.0 / rate) + 1)
+        a[:kept] = logs[:kept] * np.exp(exponents[:kept] * rate)
+    else:
+        a[0] = 0.0  # (1 - z) ** (i - 1) is 0 for every i >= 2
     ad1 = float(a[: d - 1].sum())  # i = 2..d
     mid = a[d - 1 : num_blocks - 2]  # i = d+1..num_blocks-1
-    weights = num_blocks - np.arange(d + 1, num_blocks, dtype=np.float64)
+    weights = num_blocks - 1.0 - exponents[d - 1 : num_blocks - 2]  # num_blocks - i
+    # Not np.dot: BLAS threads make a dot this size slower than a plain sum here.
     first = float((weights * mid).sum()) + (num_blocks - d) * ad1
     total = ad1 + float(mid.sum()) + float(a[-1])
     return z * (z * first + (total - ad1)) / (num_blocks - d)
@@ -209,7 +261,7 @@ def compression_estimate(x_bar: float, sigma: float, num_blocks: int) -> float:
     low = 1.0 / (1 << _COMPRESSION_B)
     if _compression_expectation(low, num_blocks) <= x:
         return 1.0
-    p = _bisect(lambda q: _compression_expectation(q, num_blocks), x, low, 1.0)
+    p = _solve(lambda q: _compression_expectation(q, num_blocks), x, low, 1.0)
     return min(1.0, -math.log2(p) / _COMPRESSION_B)
 
 
@@ -292,6 +344,33 @@ def _lcp(data: bytes, sa: NDArray[np.int64]) -> list[int]:
     return lcp
 
 
+def _bit_length(x: NDArray[np.uint64]) -> NDArray[np.int64]:
+    """Bit length of each 64-bit word, exactly (frexp on 32-bit halves, which floats hold)."""
+    hi = (x >> np.uint64(32)).astype(np.float64)
+    lo = (x & np.uint64(0xFFFFFFFF)).astype(np.float64)
+    hi_len = np.frexp(hi)[1].astype(np.int64)
+    lo_len = np.frexp(lo)[1].astype(np.int64)
+    return np.where(hi_len > 0, 32 + hi_len, lo_len)
+
+
+def _short_lcp(bits: Bits) -> list[int] | None:
+    """Adjacent LCPs in suffix order by sorting 64-bit prefixes; None when a repeat
+    reaches 64 bits (then only the full suffix array sorts the suffixes right)."""
+    n = bits.size
+    padded = np.concatenate((bits, np.zeros(63, dtype=np.uint8))).astype(np.uint64)
+    keys = np.zeros(n, dtype=np.uint64)
+    for k in range(64):
+        keys |= padded[k : k + n] << np.uint64(63 - k)
+    lengths = n - np.arange(n, dtype=np.int64)
+    order = np.lexsort((lengths, keys))
+    ks, ls = keys[order], lengths[order]
+    common = 64 - _bit_length(ks[1:] ^ ks[:-1])
+    common = np.minimum(common, np.minimum(ls[1:], ls[:-1]))
+    if common.size and int(common.max()) >= 64:
+        return None
+    return [0, *common.tolist()]
+
+
 @dataclass(frozen=True, slots=True)
 class _Tuples:
     most: list[int]  # most[i]: count of the most common i-tuple (index 0 unused)
@@ -300,8 +379,27 @@ class _Tuples:
 
 
 def _tuple_counts(bits: Bits) -> _Tuples:
-    data = bits.tobytes()
-    lcp = _lcp(data, _suffix_array(bits))
+    lcp = _short_lcp(bits)
+    if lcp is not None:
+        return _tuple_counts_by_length(np.asarray(lcp[1:], dtype=np.int64))
+    return _tuple_counts_by_intervals(_lcp(bits.tobytes(), _suffix_array(bits)))
+
+
+def _tuple_counts_by_length(lcp: NDArray[np.int64]) -> _Tuples:
+    """``_Tuples`` from adjacent LCPs, one pass per length (fast when repeats are short)."""
+    longest = int(lcp.max()) if lcp.size else 0
+    most = [1] * (longest + 2)
+    pairs = [0] * (longest + 2)
+    for w in range(1, longest + 1):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], (lcp >= w).astype(np.int8), [0]))))
+        sizes = (edges[1::2] - edges[::2]).astype(np.int64) + 1  # a run of k LCPs: k+1 suffixes
+        most[w] = int(sizes.max())
+        pairs[w] = int((sizes * (sizes - 1) // 2).sum())
+    return _Tuples(most=most, pairs=pairs, longest=longest)
+
+
+def _tuple_counts_by_intervals(lcp: list[int]) -> _Tuples:
+    """``_Tuples`` from adjacent LCPs by walking the LCP intervals (any repeat length)."""
     longest = max(lcp) if len(lcp) > 1 else 0
     best = [1] * (longest + 2)
     diff = [0] * (longest + 3)
@@ -388,43 +486,49 @@ def _longest_run(correct: NDArray[np.bool_]) -> int:
 
 
 def _follow_winner(
-    match: NDArray[np.bool_], scores: NDArray[np.int64], winner: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """Scoreboards of the predictors (rows) over a span of steps (columns).
+    match: NDArray[np.bool_], scores: NDArray[np.int64], winner: int, *, last: bool
+) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
+    """Scoreboards of the predictors (columns) over a span of steps (rows).
 
-    At each step every predictor that was right scores a point, in row order, and
-    one whose score reaches the current leader's takes the lead; that makes the
-    leader after a step the last row that scored and holds the top score (as in
-    NIST's loop). Returns the leader *before* each step, the scores after the
-    span and the leader after it.
+    At each step every predictor that was right scores a point, in NIST's order,
+    and one whose score reaches the current leader's takes the lead; that makes
+    the leader after a step the last predictor in that order that scored and
+    holds the top score (the leader always holds it). ``last`` says whether NIST's
+    order is the columns' order (True) or its reverse (False). Returns the leader
+    *before* each step, the scores after the span and the leader after it.
     """
-    cum = scores[:, None] + np.cumsum(match, axis=1, dtype=np.int64)
-    top = cum.max(axis=0)
-    lead = match & (cum == top[None, :])
-    has = lead.any(axis=0)
-    rows = match.shape[0]
-    last_row = rows - 1 - np.argmax(lead[::-1], axis=0)
-    steps = np.arange(match.shape[1])
+    cum = match.astype(np.int32)
+    np.add.accumulate(cum, axis=0, out=cum)
+    cum += scores[None, :].astype(np.int32)
+    top = cum.max(axis=1)
+    lead = match & (cum == top[:, None])
+    has = lead.any(axis=1)
+    columns = match.shape[1]
+    pick = columns - 1 - np.argmax(lead[:, ::-1], axis=1) if last else np.argmax(lead, axis=1)
+    steps = np.arange(match.shape[0])
     at = np.maximum.accumulate(np.where(has, steps, -1))
-    after = np.where(at >= 0, last_row[np.maximum(at, 0)], winner).astype(np.int64)
+    after = np.where(at >= 0, pick[np.maximum(at, 0)], winner).astype(np.int64)
     before = np.concatenate(([winner], after[:-1])).astype(np.int64)
-    return before, cum[:, -1].copy(), after[-1:]
+    return before, cum[-1].astype(np.int64), int(after[-1])
 
 
-def _lag_counts(bits: Bits, chunk: int = 4096) -> tuple[int, int, int]:
+def _lag_counts(bits: Bits, chunk: int = 8192) -> tuple[int, int, int]:
     n = bits.size
     x = bits.astype(np.int8)
+    # xp[j + D] = x[j]; the sentinel 2 before the stream never matches a bit.
+    xp = np.concatenate((np.full(_LAG_D, 2, dtype=np.int8), x))
+    # Row i of the view is x[i-D .. i-1]: column c holds the bit at offset d = D-1-c back,
+    # so NIST's order (offsets 0, 1, ...) is the columns' reverse.
+    windows = np.lib.stride_tricks.sliding_window_view(xp, _LAG_D)
     scores = np.zeros(_LAG_D, dtype=np.int64)
-    winner = 0
-    offsets = np.arange(1, _LAG_D + 1, dtype=np.int64)[:, None]
+    winner = _LAG_D - 1  # column of offset 0
     correct_parts = []
     for start in range(1, n, chunk):
-        idx = np.arange(start, min(n, start + chunk), dtype=np.int64)
-        back = idx[None, :] - offsets
-        match = (back >= 0) & (x[np.maximum(back, 0)] == x[idx][None, :])
-        before, scores, after = _follow_winner(match, scores, winner)
-        winner = int(after[0])
-        correct_parts.append(x[idx] == x[idx - before - 1])
+        stop = min(n, start + chunk)
+        match = windows[start:stop] == x[start:stop, None]
+        before, scores, winner = _follow_winner(match, scores, winner, last=False)
+        idx = np.arange(start, stop, dtype=np.int64)
+        correct_parts.append(x[start:stop] == x[idx - (_LAG_D - before)])
     correct = np.concatenate(correct_parts)
     return int(correct.sum()), n - 1, _longest_run(correct)
 
@@ -442,7 +546,8 @@ def _multi_mcw_counts(bits: Bits) -> tuple[int, int, int]:
         count = ones[idx] - ones[lo]
         predictions[row] = (2 * count > w).astype(np.int64)  # odd windows: no ties
         match[row] = (idx >= w) & (predictions[row] == x[idx])
-    before, _, _ = _follow_winner(match, np.zeros(len(_MCW_WINDOWS), dtype=np.int64), 0)
+    scores = np.zeros(len(_MCW_WINDOWS), dtype=np.int64)
+    before, _, _ = _follow_winner(np.ascontiguousarray(match.T), scores, 0, last=True)
     correct = predictions[before, np.arange(idx.size)] == x[idx]
     return int(correct.sum()), n - start, _longest_run(correct)
 
@@ -500,10 +605,11 @@ def assess(bits: Bits) -> Assessment:
         "mostCommonValue": most_common_value_estimate(max(ones, n - ones), n),
         "collision": collision_estimate(*_collision_counts(bits)),
         "markov": markov_estimate(*_markov_counts(bits)),
-        "compression": compression_estimate(*_compression_counts(bits)),
         "multiMcwPrediction": prediction_estimate(*_multi_mcw_counts(bits)),
         "lagPrediction": prediction_estimate(*_lag_counts(bits)),
     }
+    if n // _COMPRESSION_B > _COMPRESSION_D:
+        estimates["compression"] = compression_estimate(*_compression_counts(bits))
     t_tuple, lrs = _t_tuple_and_lrs(bits)
     estimates["tTuple"] = t_tuple
     if lrs is not None:
