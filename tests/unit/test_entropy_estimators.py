@@ -235,3 +235,99 @@ def test_bad_input_is_refused() -> None:
         est.assess(np.zeros(100, dtype=np.uint8))
     with pytest.raises(ValueError, match="only 0 and 1"):
         est.assess(np.full(est.MIN_BITS, 2, dtype=np.uint8))
+
+
+def _nist_multi_mmc(s: list[int], max_entries: int = 100_000) -> tuple[int, int, int]:
+    """NIST's binaryMultiMMCPredictionEstimate, transcribed (dicts for its arrays)."""
+    depth = 16
+    dicts: list[dict[int, list[int]]] = [{} for _ in range(depth)]
+    elems = [0] * depth
+    score = [0] * depth
+    winner = correct = run = longest = 0
+    pattern = 0
+    for d in range(depth):
+        pattern = (pattern << 1) | s[d]
+        dicts[d].setdefault(pattern, [0, 0])[s[d + 1]] = 1
+        elems[d] = 1
+    for i in range(2, len(s)):
+        found = False
+        current = winner
+        pattern = 0
+        for d in range(min(depth, i - 1)):
+            pattern |= s[i - d - 1] << d
+            entry = dicts[d].setdefault(pattern, [0, 0])
+            if d == 0 or found:
+                prediction, count = (0, entry[0]) if entry[0] > entry[1] else (1, entry[1])
+                found = count != 0
+            if found:
+                if prediction == s[i]:
+                    score[d] += 1
+                    if score[d] >= score[winner]:
+                        winner = d
+                    if d == current:
+                        correct += 1
+                        run += 1
+                        longest = max(longest, run)
+                elif d == current:
+                    run = 0
+                if entry[s[i]]:
+                    entry[s[i]] += 1
+                elif elems[d] < max_entries:
+                    entry[s[i]] = 1
+                    elems[d] += 1
+            elif elems[d] < max_entries:
+                entry[s[i]] = 1
+                elems[d] += 1
+    return correct, len(s) - 2, longest
+
+
+def _nist_lz78y(s: list[int], max_dictionary: int = 65_536) -> tuple[int, int, int]:
+    """NIST's binaryLZ78YPredictionEstimate, transcribed."""
+    b = 16
+    dicts: list[dict[int, list[int]]] = [{} for _ in range(b)]
+    elems = 0
+    correct = run = longest = 0
+    pattern = 0
+    for j in range(b):
+        pattern |= s[b - j - 1] << j
+        dicts[j].setdefault(pattern, [0, 0])[s[b]] = 1
+        elems += 1
+    for i in range(b + 1, len(s)):
+        have = False
+        guess = 2
+        best = 0
+        full = 0
+        for k in range(b):
+            full = (full << 1) | s[i - b + k]
+        for j in range(b, 0, -1):
+            pattern = full & ((1 << j) - 1)
+            entry = dicts[j - 1].setdefault(pattern, [0, 0])
+            prediction, count = (0, entry[0]) if entry[0] > entry[1] else (1, entry[1])
+            if count:
+                if count > best:
+                    best, have, guess = count, True, prediction
+                entry[s[i]] += 1
+            elif elems < max_dictionary:
+                entry[s[i]] = 1
+                elems += 1
+        if have and guess == s[i]:
+            correct += 1
+            run += 1
+            longest = max(longest, run)
+        else:
+            run = 0
+    return correct, len(s) - b - 1, longest
+
+
+@pytest.mark.parametrize(("p_one", "limit"), [(0.5, None), (0.65, None), (0.5, 300)])
+def test_vectorised_mmc_and_lz78y_count_as_nists_loops(p_one: float, limit: int | None) -> None:
+    rng = np.random.default_rng(13)
+    bits = (rng.random(6000) < p_one).astype(np.uint8)
+    bits[2000:2600] = np.tile([1, 1, 0, 1, 0], 120)  # repeats for the long contexts
+    s = bits.tolist()
+    if limit is None:
+        assert est._multi_mmc_counts(bits) == _nist_multi_mmc(s)
+        assert est._lz78y_counts(bits) == _nist_lz78y(s)
+    else:  # a small dictionary limit exercises NIST's caps on this short stream
+        assert est._multi_mmc_counts(bits, max_entries=limit) == _nist_multi_mmc(s, limit)
+        assert est._lz78y_counts(bits, max_dictionary=limit) == _nist_lz78y(s, limit)

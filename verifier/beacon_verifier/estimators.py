@@ -22,10 +22,14 @@ t-tuple               6.3.5    over-frequent tuples up to the 35-count limit
 LRS                   6.3.6    long repeated substrings (periodic streams)
 MultiMCW prediction   6.3.7    local bias in windows of 63 to 4095 bits
 lag prediction        6.3.8    the bit 1 to 128 positions back (copies)
+MultiMMC prediction   6.3.9    order-1 to order-16 Markov dependence
+LZ78Y prediction      6.3.10   contexts of up to 16 bits seen before
 ====================  =======  ================================================
 
-The MultiMMC (6.3.9) and LZ78Y (6.3.10) predictors are **not implemented**
-yet; ``METHOD`` says so in every record that uses these estimates.
+The predictors are vectorised: scoreboards as cumulative sums, the Markov
+and LZ78Y dictionaries as counts per context found by one radix pass per
+context length, with NIST's dictionary limits (100,000 entries per MMC order,
+65,536 LZ78Y contexts) applied in NIST's order of first occurrence.
 
 Each estimator is split in two: counting over the bits, and the closed-form
 or bisection step that turns those counts into an estimate. The second step
@@ -62,9 +66,9 @@ __all__ = [
 
 #: Named in every record whose estimate comes from ``assess``.
 METHOD = (
-    "SP 800-90B 6.3 non-IID estimators 6.3.1-6.3.8 (MCV, collision, Markov, compression,"
-    " t-tuple, LRS, MultiMCW, lag) over the whole shot-major stream; minimum of them."
-    " MultiMMC and LZ78Y not implemented"
+    "SP 800-90B 6.3 non-IID estimators 6.3.1-6.3.10 (MCV, collision, Markov, compression,"
+    " t-tuple, LRS, MultiMCW, lag, MultiMMC, LZ78Y) over the whole shot-major stream;"
+    " minimum of them"
 )
 #: z for the 99 % bounds, as NIST's tool has it.
 ZALPHA = 2.5758293035489008
@@ -77,6 +81,8 @@ DECIMALS = 6
 _T_TUPLE_CUTOFF = 35
 _LAG_D = 128
 _MCW_WINDOWS = (63, 255, 1023, 4095)
+_MMC_D = 16
+_LZ_B = 16
 _COMPRESSION_D = 1000
 _COMPRESSION_B = 6
 _LOG_ALPHA = math.log(0.99)
@@ -552,6 +558,116 @@ def _multi_mcw_counts(bits: Bits) -> tuple[int, int, int]:
     return int(correct.sum()), n - start, _longest_run(correct)
 
 
+def _prior_counts(
+    order: NDArray[np.int32], ctx: NDArray[np.int32], y: NDArray[np.int32]
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """For each occurrence, how often its context was followed by 0 and by 1 before it.
+
+    ``order`` lists the occurrences sorted by context, in time order within one
+    context (a stable sort); ``ctx`` and ``y`` are context and follower by time.
+    """
+    m = order.size
+    sc = ctx[order]
+    new = np.empty(m, dtype=bool)
+    new[:1] = True
+    new[1:] = sc[1:] != sc[:-1]
+    start = np.maximum.accumulate(np.where(new, np.arange(m), 0))
+    z = (y[order] == 0).astype(np.int32)
+    cz = np.cumsum(z) - z
+    co = np.arange(m, dtype=np.int32) - cz  # occurrences before, minus the zeros
+    zeros = np.empty(m, dtype=np.int32)
+    ones = np.empty(m, dtype=np.int32)
+    zeros[order] = cz - cz[start]
+    ones[order] = co - co[start]
+    return zeros, ones
+
+
+def _add_top_bit(order: NDArray[np.int32], bit: NDArray[np.int32]) -> NDArray[np.int32]:
+    """A stable sort by (new top bit, old key) from one by the old key: one radix pass."""
+    top = bit[order]
+    return np.concatenate((order[top == 0], order[top == 1]))
+
+
+def _multi_mmc_counts(bits: Bits, *, max_entries: int = 100_000) -> tuple[int, int, int]:
+    """6.3.9 MultiMMC, binary: order-1..16 Markov predictors, NIST's dictionary limit."""
+    n = bits.size
+    x = bits.astype(np.int32)
+    steps = np.arange(2, n, dtype=np.int32)  # predictions for i = 2..n-1
+    found = np.zeros((steps.size, _MMC_D), dtype=bool)
+    guess = np.zeros((steps.size, _MMC_D), dtype=np.int8)
+    ctx = np.zeros(n, dtype=np.int32)  # the d+1 bits before i, most recent lowest
+    order = np.arange(n, dtype=np.int32)  # every i, sorted by ctx (stable)
+    chain = np.ones(steps.size, dtype=bool)
+    for d in range(_MMC_D):
+        shifted = np.zeros(n, dtype=np.int32)
+        shifted[d + 1 :] = x[: n - d - 1]
+        ctx |= shifted << d
+        order = _add_top_bit(order, shifted)
+        # occurrences of order d are at i = d+1..n-1 (NIST's start-up adds i = d+1)
+        lo = d + 1
+        occ = order[order >= lo] - lo
+        c, y = ctx[lo:], x[lo:]
+        zeros, ones = _prior_counts(occ, c, y)
+        first = np.where(y == 0, zeros, ones) == 0  # first of its (context, follower) pair
+        admitted = np.zeros(1 << (d + 2), dtype=bool)
+        admitted[(c * 2 + y)[np.flatnonzero(first)[:max_entries]]] = True
+        zeros = np.where(admitted[c * 2], zeros, 0)
+        ones = np.where(admitted[c * 2 + 1], ones, 0)
+        start = max(2, d + 2)  # predictions from i = start: occurrence start - lo
+        z, o = zeros[start - lo :], ones[start - lo :]
+        chain[: start - 2] = False
+        chain[start - 2 :] &= np.maximum(z, o) > 0
+        found[:, d] = chain
+        guess[start - 2 :, d] = np.where(z > o, 0, 1)
+    truth = x[steps]
+    match = found & (guess == truth[:, None])
+    before, _, _ = _follow_winner(match, np.zeros(_MMC_D, dtype=np.int64), 0, last=True)
+    rows = np.arange(steps.size)
+    counted = found[rows, before]
+    right = match[rows, before]
+    return int(right.sum()), n - 2, _longest_run(right[counted])
+
+
+def _lz78y_counts(bits: Bits, *, max_dictionary: int = 65_536) -> tuple[int, int, int]:
+    """6.3.10 LZ78Y, binary: contexts of 1..16 bits, NIST's dictionary limit."""
+    n = bits.size
+    b = _LZ_B
+    x = bits.astype(np.int32)
+    y = x[b:]  # occurrences at i = B..n-1 (i = B is NIST's start-up)
+    step = np.arange(b, n, dtype=np.int64)
+    ctx = np.zeros(n, dtype=np.int32)
+    order = np.arange(n, dtype=np.int32)
+    counts = []
+    seqs = []
+    keys = []
+    for j in range(1, b + 1):
+        shifted = np.zeros(n, dtype=np.int32)
+        shifted[j:] = x[: n - j]
+        ctx |= shifted << (j - 1)  # the j bits before i, most recent lowest
+        order = _add_top_bit(order, shifted)
+        c = ctx[b:] | (1 << j)  # the leading 1 keeps lengths apart
+        zeros, ones = _prior_counts(order[order >= b] - b, c, y)
+        counts.append((c, zeros, ones))
+        first = np.flatnonzero(zeros + ones == 0)
+        # NIST's order: the start-up adds j = 1..B; every later step goes j = B..1
+        seqs.append(np.where(step[first] == b, j - 1, (step[first] - b) * b + (b - j)))
+        keys.append(c[first])
+    admitted = np.zeros(1 << (b + 1), dtype=bool)
+    in_order = np.argsort(np.concatenate(seqs), kind="stable")
+    admitted[np.concatenate(keys)[in_order][:max_dictionary]] = True
+    best = np.zeros(n - b - 1, dtype=np.int32)
+    guess = np.zeros(n - b - 1, dtype=np.int32)
+    for c, zeros, ones in reversed(counts):  # j = B..1; a strictly larger count wins
+        ok = admitted[c[1:]]  # predictions at i = B+1..n-1
+        z, o = np.where(ok, zeros[1:], 0), np.where(ok, ones[1:], 0)
+        count = np.maximum(z, o)
+        better = count > best
+        best = np.where(better, count, best)
+        guess = np.where(better, np.where(z > o, 0, 1), guess)
+    right = (best > 0) & (guess == x[b + 1 :])
+    return int(right.sum()), n - b - 1, _longest_run(right)
+
+
 # --- the assessment --------------------------------------------------------------------
 
 
@@ -607,6 +723,8 @@ def assess(bits: Bits) -> Assessment:
         "markov": markov_estimate(*_markov_counts(bits)),
         "multiMcwPrediction": prediction_estimate(*_multi_mcw_counts(bits)),
         "lagPrediction": prediction_estimate(*_lag_counts(bits)),
+        "multiMmcPrediction": prediction_estimate(*_multi_mmc_counts(bits)),
+        "lz78yPrediction": prediction_estimate(*_lz78y_counts(bits)),
     }
     if n // _COMPRESSION_B > _COMPRESSION_D:
         estimates["compression"] = compression_estimate(*_compression_counts(bits))
