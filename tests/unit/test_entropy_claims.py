@@ -96,3 +96,13 @@ def test_simulated_and_os_bits_may_not_be_credited(kind: str, signer: Signer) ->
     with pytest.raises(ChainError, match="0 bits"):
         check(record, signer)
     assert check(record | {"quantumMinEntropyBits": 0}, signer) == kind
+
+
+def test_reports_say_simulated_in_plain_words() -> None:
+    from beacon_verifier.claims import kind_words
+
+    assert kind_words("quantum-simulator").startswith(
+        "quantum-simulator (simulated quantum circuit, pseudo-random"
+    )
+    assert "operator" in kind_words("quantum-hardware")
+    assert kind_words("something-new") == "something-new"

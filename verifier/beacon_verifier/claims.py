@@ -25,7 +25,21 @@ from typing import Any
 
 from beacon_verifier.errors import ChainError
 
-__all__ = ["check_claims"]
+__all__ = ["KIND_WORDS", "check_claims", "kind_words"]
+
+#: Each source kind in plain words, for reports: a simulator is never just "quantum".
+KIND_WORDS = {
+    "quantum-simulator": "simulated quantum circuit, pseudo-random, 0 quantum bits credited",
+    "quantum-hardware": "quantum hardware, as the operator states",
+    "os-fallback": "operating system CSPRNG, not quantum",
+}
+
+
+def kind_words(kind: str) -> str:
+    """``kind`` with its plain words: ``quantum-simulator (simulated quantum circuit, ...)``."""
+    words = KIND_WORDS.get(kind)
+    return kind if words is None else f"{kind} ({words})"
+
 
 _HARDWARE = "quantum-hardware"
 _NOT_QUANTUM = ("quantum-simulator", "os-fallback")

@@ -21,6 +21,7 @@ from typing import Any
 
 from beacon_verifier import __version__, drawcmd, entropycmd, layout
 from beacon_verifier.checks import ChainReport, PulseReport, TrustedCertificate, verify_pulse
+from beacon_verifier.claims import kind_words
 from beacon_verifier.drawcmd import parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
@@ -353,7 +354,8 @@ def _print_chain_report(report: ChainReport) -> None:
         print(f"pulses {lo}..{hi}: missing" if hi > lo else f"pulse {lo}: missing")
     if report.missing_count > sum(hi - lo + 1 for lo, hi in report.missing):
         print("... and more missing pulses")
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.source_kinds.items())) or "none"
+    kinds = ", ".join(f"{kind_words(k)} {v}" for k, v in sorted(report.source_kinds.items()))
+    kinds = kinds or "none"
     pq = ", ".join(f"{k} {v}" for k, v in sorted(report.pq_signatures.items())) or "none"
     print(
         f"{report.pulses_checked} pulses checked ({report.first_index}..{report.last_index}); "
@@ -399,7 +401,7 @@ def _cmd_time(args: argparse.Namespace) -> int:
     )
     _print_pulse_verdict(pulse, report, failures)
     if entropy_kind is not None:
-        print(f"entropy record: valid ({entropy_kind})")
+        print(f"entropy record: valid ({kind_words(entropy_kind)})")
     return EXIT_VALID if ok else EXIT_INVALID
 
 
