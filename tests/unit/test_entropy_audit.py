@@ -137,3 +137,14 @@ def test_bad_range_is_a_usage_error(tmp_path: Path, signer: Signer) -> None:
     site = site_with(tmp_path, signer, [hardware_record(1, fair(1))])
     assert main(["entropy", str(site), "--from", "3", "--to", "2"]) == 2
     assert main(["entropy", str(site), "--to", "9"]) == 3
+
+
+def test_an_oversized_raw_batch_is_a_failure_not_a_read(
+    tmp_path: Path, signer: Signer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = site_with(tmp_path, signer, [hardware_record(1, fair(1))])
+    path = site / layout.batch_key("job1")
+    path.write_bytes(path.read_bytes() + bytes(1000))
+    code, report = audit(site, capsys)
+    assert code == 1
+    assert "larger than batchBits" in " ".join(report["pulses"][0]["failures"])

@@ -34,15 +34,16 @@ from beacon_verifier.archive import MAX_RECORD_BYTES
 from beacon_verifier.batch import check_raw_batch
 from beacon_verifier.checks import verify_pulse
 from beacon_verifier.errors import ChainError, FetchError, PulseFormatError
-from beacon_verifier.fetch import Source
+from beacon_verifier.fetch import Source, TooLargeError
 from beacon_verifier.format import MAX_PULSE_BYTES, load_json, parse_pulse
 from beacon_verifier.health import HealthConfig, run_health_tests
 from beacon_verifier.replay import certificate_lookup, check_entropy_record
 
 __all__ = ["OPERATORS_WORD", "EntropyAudit", "PulseEntropy", "audit_range", "summary"]
 
-#: Largest raw batch read: 2**25 bytes hold 268 Mbit, a hundred times IBM's default job.
-MAX_BATCH_BYTES = 1 << 25
+#: Largest raw batch re-run: 1 MiB holds 8.4 Mbit, three times IBM's default job
+#: (127 x 20,000); the estimators need about 30 bytes of memory per bit.
+MAX_BATCH_BYTES = 1 << 20
 #: Most quantum min-entropy a conditioned value (SHA-512) can carry.
 MAX_CREDIT_BITS = 512
 #: Said in every report.
@@ -106,9 +107,7 @@ class EntropyAudit:
         if batch_id not in self._batches:
             self._batches = {}  # keep one batch in memory: ranges read them in order
             self._reruns = {}
-            self._batches[batch_id] = self.source.get(
-                layout.batch_key(batch_id), max_bytes=min(size, MAX_BATCH_BYTES)
-            )
+            self._batches[batch_id] = self.source.get(layout.batch_key(batch_id), max_bytes=size)
         return self._batches[batch_id]
 
     def audit_pulse(self, chain: int, index: int) -> PulseEntropy:
@@ -160,7 +159,21 @@ class EntropyAudit:
             return
         batch_id = str(doc["batchId"])
         out.batch_id = batch_id
-        batch = self._batch(batch_id, (int(doc["batchBits"]) + 7) // 8)
+        size = (int(doc["batchBits"]) + 7) // 8
+        if size > MAX_BATCH_BYTES:
+            out.raw = "too large"
+            out.failures.append(
+                f"raw batch of {size} bytes: this verifier re-runs at most {MAX_BATCH_BYTES}"
+            )
+            return
+        try:
+            batch = self._batch(batch_id, size)
+        except TooLargeError:
+            out.raw = "missing"
+            out.failures.append(
+                f"raw batch {batch_id} is larger than batchBits says ({size} bytes)"
+            )
+            return
         if batch is None:
             out.raw = "not published yet"  # published once its last pulse is out
             return
