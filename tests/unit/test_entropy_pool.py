@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
+import sqlite3
 import stat
 import tempfile
 from pathlib import Path
@@ -311,3 +313,17 @@ def test_never_hands_out_the_same_bits_twice(ops: list[tuple[str, int, int]]) ->
     for spans in handed.values():
         spans.sort()
         assert all(e1 <= s2 for (_, e1), (s2, _) in itertools.pairwise(spans))
+
+
+def test_batches_tested_before_the_non_iid_estimate_are_not_drawn(
+    pool: EntropyPool, tmp_path: Path
+) -> None:
+    add(pool, "old")
+    add(pool, "new", harvested_at=T0 + 1, seed=1)
+    with sqlite3.connect(tmp_path / "pool.db") as db:  # as a pool written before the upgrade
+        (health,) = db.execute("SELECT health FROM batch WHERE batch_id = 'old'").fetchone()
+        doc = json.loads(health)
+        del doc["nonIid"]
+        db.execute("UPDATE batch SET health = ? WHERE batch_id = 'old'", (json.dumps(doc),))
+    assert pool.take(1, 1).provenance.batch_id == "new"
+    assert pool.summary()["batches"] == {"live": 1, "rejected": 1}
