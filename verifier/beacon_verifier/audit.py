@@ -190,7 +190,10 @@ class EntropyAudit:
             return
         h = float(health.min_entropy)
         out.estimated_per_bit = h
-        out.weakest = None if health.non_iid is None else str(health.non_iid["weakest"])
+        if health.non_iid is not None and health.non_iid_min_entropy <= h:
+            out.weakest = str(health.non_iid["weakest"])
+        else:  # a per-qubit or whole-batch most-common-value figure is lower
+            out.weakest = "mostCommonValue (4.4 check)"
         offsets = doc["bitOffsets"]
         count = int(offsets["end"]) - int(offsets["start"])
         out.estimated_bits = (
