@@ -19,7 +19,7 @@ PACKAGE = ROOT / "verifier" / "beacon_verifier"
 ALLOWED_THIRD_PARTY = {"cryptography"}
 OPTIONAL = {"boto3", "botocore"}  # only inside S3Source, behind the [s3] extra
 # numpy only where `beacon-verify entropy` re-runs the estimators ([entropy] extra)
-NUMPY_MODULES = {"estimators.py", "health.py", "audit.py"}
+NUMPY_MODULES = {"estimators.py", "predictors.py", "substrings.py", "health.py", "audit.py"}
 FORBIDDEN = {"beacon", "qiskit", "qiskit_aer", "qiskit_ibm_runtime", "jinja2"}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from beacon_verifier import estimators as est
+from beacon_verifier import predictors, substrings
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "sp800-90b"
 FILES = ["truerand_1bit.res", "biased-random-bits.res"]
@@ -136,8 +137,8 @@ def test_vectorised_predictors_count_as_nists_loops(p_one: float) -> None:
     bits = (rng.random(9000) < p_one).astype(np.uint8)
     bits[3000:3400] = np.tile([0, 1, 1], 134)[:400]  # a stretch the lag predictor catches
     s = bits.tolist()
-    assert est._lag_counts(bits, chunk=1000) == _nist_lag(s)
-    assert est._multi_mcw_counts(bits) == _nist_multi_mcw(s)
+    assert predictors.lag_counts(bits, chunk=1000) == _nist_lag(s)
+    assert predictors.multi_mcw_counts(bits) == _nist_multi_mcw(s)
 
 
 def _nist_collision(s: list[int]) -> tuple[float, float, int]:
@@ -166,7 +167,7 @@ def test_suffix_array_counts_match_naive_counting() -> None:
     rng = np.random.default_rng(3)
     bits = (rng.random(3000) < 0.6).astype(np.uint8)
     s = bits.tolist()
-    tuples = est._tuple_counts(bits)
+    tuples = substrings.tuple_counts(bits)
     for length in range(1, 14):
         counts = _naive_tuples(s, length)
         assert tuples.most[length] == max(counts.values()), length
@@ -326,8 +327,8 @@ def test_vectorised_mmc_and_lz78y_count_as_nists_loops(p_one: float, limit: int 
     bits[2000:2600] = np.tile([1, 1, 0, 1, 0], 120)  # repeats for the long contexts
     s = bits.tolist()
     if limit is None:
-        assert est._multi_mmc_counts(bits) == _nist_multi_mmc(s)
-        assert est._lz78y_counts(bits) == _nist_lz78y(s)
+        assert predictors.multi_mmc_counts(bits) == _nist_multi_mmc(s)
+        assert predictors.lz78y_counts(bits) == _nist_lz78y(s)
     else:  # a small dictionary limit exercises NIST's caps on this short stream
-        assert est._multi_mmc_counts(bits, max_entries=limit) == _nist_multi_mmc(s, limit)
-        assert est._lz78y_counts(bits, max_dictionary=limit) == _nist_lz78y(s, limit)
+        assert predictors.multi_mmc_counts(bits, max_entries=limit) == _nist_multi_mmc(s, limit)
+        assert predictors.lz78y_counts(bits, max_dictionary=limit) == _nist_lz78y(s, limit)

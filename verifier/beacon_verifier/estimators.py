@@ -26,10 +26,9 @@ MultiMMC prediction   6.3.9    order-1 to order-16 Markov dependence
 LZ78Y prediction      6.3.10   contexts of up to 16 bits seen before
 ====================  =======  ================================================
 
-The predictors are vectorised: scoreboards as cumulative sums, the Markov
-and LZ78Y dictionaries as counts per context found by one radix pass per
-context length, with NIST's dictionary limits (100,000 entries per MMC order,
-65,536 LZ78Y contexts) applied in NIST's order of first occurrence.
+The counting of the predictors (``beacon_verifier.predictors``) and of the
+tuples behind t-tuple and LRS (``beacon_verifier.substrings``) lives in modules
+of its own.
 
 Each estimator is split in two: counting over the bits, and the closed-form
 or bisection step that turns those counts into an estimate. The second step
@@ -49,6 +48,14 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from beacon_verifier.predictors import (
+    lag_counts,
+    lz78y_counts,
+    multi_mcw_counts,
+    multi_mmc_counts,
+)
+from beacon_verifier.substrings import tuple_counts
 
 __all__ = [
     "METHOD",
@@ -79,10 +86,6 @@ MIN_BITS = 4096
 #: Estimates are rounded down to this many decimals before anyone uses them.
 DECIMALS = 6
 _T_TUPLE_CUTOFF = 35
-_LAG_D = 128
-_MCW_WINDOWS = (63, 255, 1023, 4095)
-_MMC_D = 16
-_LZ_B = 16
 _COMPRESSION_D = 1000
 _COMPRESSION_B = 6
 _LOG_ALPHA = math.log(0.99)
@@ -294,7 +297,7 @@ def _compression_counts(bits: Bits) -> tuple[float, float, int]:
     return x_bar, sigma, num_blocks
 
 
-# --- 6.3.5 t-tuple and 6.3.6 LRS (one suffix array) -------------------------------------
+# --- 6.3.5 t-tuple and 6.3.6 LRS (counting in beacon_verifier.substrings) ---------------
 
 
 def t_tuple_estimate(p_hat_max: float, n: int) -> float:
@@ -307,136 +310,9 @@ def lrs_estimate(p_hat: float, n: int) -> float:
     return -math.log2(_upper(p_hat, n))
 
 
-def _suffix_array(bits: Bits) -> NDArray[np.int64]:
-    n = bits.size
-    rank = bits.astype(np.int64)
-    k = 1
-    while True:
-        second = np.full(n, -1, dtype=np.int64)
-        if k < n:
-            second[: n - k] = rank[k:]
-        sa = np.lexsort((second, rank))
-        r1, r2 = rank[sa], second[sa]
-        new_group = np.empty(n, dtype=bool)
-        new_group[0] = True
-        new_group[1:] = (r1[1:] != r1[:-1]) | (r2[1:] != r2[:-1])
-        rank = np.empty(n, dtype=np.int64)
-        rank[sa] = np.cumsum(new_group) - 1
-        if int(rank[sa[-1]]) == n - 1 or k >= n:
-            return sa
-        k *= 2
-
-
-def _lcp(data: bytes, sa: NDArray[np.int64]) -> list[int]:
-    """Kasai's algorithm: ``lcp[i]`` is the common prefix of suffixes ``sa[i-1]`` and ``sa[i]``."""
-    n = len(data)
-    order = sa.tolist()
-    rank = [0] * n
-    for i, s in enumerate(order):
-        rank[s] = i
-    lcp = [0] * n
-    h = 0
-    for i in range(n):
-        r = rank[i]
-        if r == 0:
-            h = 0
-            continue
-        j = order[r - 1]
-        while i + h < n and j + h < n and data[i + h] == data[j + h]:
-            h += 1
-        lcp[r] = h
-        if h:
-            h -= 1
-    return lcp
-
-
-def _bit_length(x: NDArray[np.uint64]) -> NDArray[np.int64]:
-    """Bit length of each 64-bit word, exactly (frexp on 32-bit halves, which floats hold)."""
-    hi = (x >> np.uint64(32)).astype(np.float64)
-    lo = (x & np.uint64(0xFFFFFFFF)).astype(np.float64)
-    hi_len = np.frexp(hi)[1].astype(np.int64)
-    lo_len = np.frexp(lo)[1].astype(np.int64)
-    return np.where(hi_len > 0, 32 + hi_len, lo_len)
-
-
-def _short_lcp(bits: Bits) -> list[int] | None:
-    """Adjacent LCPs in suffix order by sorting 64-bit prefixes; None when a repeat
-    reaches 64 bits (then only the full suffix array sorts the suffixes right)."""
-    n = bits.size
-    padded = np.concatenate((bits, np.zeros(63, dtype=np.uint8))).astype(np.uint64)
-    keys = np.zeros(n, dtype=np.uint64)
-    for k in range(64):
-        keys |= padded[k : k + n] << np.uint64(63 - k)
-    lengths = n - np.arange(n, dtype=np.int64)
-    order = np.lexsort((lengths, keys))
-    ks, ls = keys[order], lengths[order]
-    common = 64 - _bit_length(ks[1:] ^ ks[:-1])
-    common = np.minimum(common, np.minimum(ls[1:], ls[:-1]))
-    if common.size and int(common.max()) >= 64:
-        return None
-    return [0, *common.tolist()]
-
-
-@dataclass(frozen=True, slots=True)
-class _Tuples:
-    most: list[int]  # most[i]: count of the most common i-tuple (index 0 unused)
-    pairs: list[int]  # pairs[W]: sum over W-tuples of C(count, 2)
-    longest: int  # length of the longest repeated substring
-
-
-def _tuple_counts(bits: Bits) -> _Tuples:
-    lcp = _short_lcp(bits)
-    if lcp is not None:
-        return _tuple_counts_by_length(np.asarray(lcp[1:], dtype=np.int64))
-    return _tuple_counts_by_intervals(_lcp(bits.tobytes(), _suffix_array(bits)))
-
-
-def _tuple_counts_by_length(lcp: NDArray[np.int64]) -> _Tuples:
-    """``_Tuples`` from adjacent LCPs, one pass per length (fast when repeats are short)."""
-    longest = int(lcp.max()) if lcp.size else 0
-    most = [1] * (longest + 2)
-    pairs = [0] * (longest + 2)
-    for w in range(1, longest + 1):
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], (lcp >= w).astype(np.int8), [0]))))
-        sizes = (edges[1::2] - edges[::2]).astype(np.int64) + 1  # a run of k LCPs: k+1 suffixes
-        most[w] = int(sizes.max())
-        pairs[w] = int((sizes * (sizes - 1) // 2).sum())
-    return _Tuples(most=most, pairs=pairs, longest=longest)
-
-
-def _tuple_counts_by_intervals(lcp: list[int]) -> _Tuples:
-    """``_Tuples`` from adjacent LCPs by walking the LCP intervals (any repeat length)."""
-    longest = max(lcp) if len(lcp) > 1 else 0
-    best = [1] * (longest + 2)
-    diff = [0] * (longest + 3)
-    stack: list[tuple[int, int]] = [(0, 0)]  # (lcp value, left boundary) of open intervals
-    for i in range(1, len(lcp) + 1):
-        cur = lcp[i] if i < len(lcp) else 0
-        left = i - 1
-        while cur < stack[-1][0]:
-            value, left = stack.pop()
-            size = i - left
-            parent = max(cur, stack[-1][0])
-            best[value] = max(best[value], size)
-            pairs = size * (size - 1) // 2
-            diff[parent + 1] += pairs
-            diff[value + 1] -= pairs
-        if cur > stack[-1][0]:
-            stack.append((cur, left))
-    most = best[:]
-    for i in range(longest - 1, 0, -1):
-        most[i] = max(most[i], most[i + 1])
-    running = 0
-    pairs_by_w = [0] * (longest + 2)
-    for w in range(1, longest + 2):
-        running += diff[w]
-        pairs_by_w[w] = running
-    return _Tuples(most=most, pairs=pairs_by_w, longest=longest)
-
-
 def _t_tuple_and_lrs(bits: Bits) -> tuple[float, float | None]:
     n = bits.size
-    tuples = _tuple_counts(bits)
+    tuples = tuple_counts(bits)
     t = 0
     while t + 1 <= tuples.longest and tuples.most[t + 1] >= _T_TUPLE_CUTOFF:
         t += 1
@@ -455,7 +331,7 @@ def _t_tuple_and_lrs(bits: Bits) -> tuple[float, float | None]:
     return t_est, lrs_estimate(p_hat, n)
 
 
-# --- 6.3.7 to 6.3.8 predictors ---------------------------------------------------------
+# --- 6.3.7 to 6.3.10 predictors (counting in beacon_verifier.predictors) ----------------
 
 
 def _prediction_function(p: float, r: int, n: int) -> float:
@@ -481,191 +357,6 @@ def prediction_estimate(correct: int, n: int, longest_run: int) -> float:
     if p < 1.0 and _prediction_function(p, r, n) > _LOG_ALPHA:
         p = max(p, _bisect(lambda q: _prediction_function(q, r, n), _LOG_ALPHA, p, 1.0))
     return -math.log2(p)
-
-
-def _longest_run(correct: NDArray[np.bool_]) -> int:
-    if not correct.any():
-        return 0
-    padded = np.concatenate(([0], correct.astype(np.int8), [0]))
-    edges = np.flatnonzero(np.diff(padded))
-    return int((edges[1::2] - edges[::2]).max())
-
-
-def _follow_winner(
-    match: NDArray[np.bool_], scores: NDArray[np.int64], winner: int, *, last: bool
-) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
-    """Scoreboards of the predictors (columns) over a span of steps (rows).
-
-    At each step every predictor that was right scores a point, in NIST's order,
-    and one whose score reaches the current leader's takes the lead; that makes
-    the leader after a step the last predictor in that order that scored and
-    holds the top score (the leader always holds it). ``last`` says whether NIST's
-    order is the columns' order (True) or its reverse (False). Returns the leader
-    *before* each step, the scores after the span and the leader after it.
-    """
-    cum = match.astype(np.int32)
-    np.add.accumulate(cum, axis=0, out=cum)
-    cum += scores[None, :].astype(np.int32)
-    top = cum.max(axis=1)
-    lead = match & (cum == top[:, None])
-    has = lead.any(axis=1)
-    columns = match.shape[1]
-    pick = columns - 1 - np.argmax(lead[:, ::-1], axis=1) if last else np.argmax(lead, axis=1)
-    steps = np.arange(match.shape[0])
-    at = np.maximum.accumulate(np.where(has, steps, -1))
-    after = np.where(at >= 0, pick[np.maximum(at, 0)], winner).astype(np.int64)
-    before = np.concatenate(([winner], after[:-1])).astype(np.int64)
-    return before, cum[-1].astype(np.int64), int(after[-1])
-
-
-def _lag_counts(bits: Bits, chunk: int = 8192) -> tuple[int, int, int]:
-    n = bits.size
-    x = bits.astype(np.int8)
-    # xp[j + D] = x[j]; the sentinel 2 before the stream never matches a bit.
-    xp = np.concatenate((np.full(_LAG_D, 2, dtype=np.int8), x))
-    # Row i of the view is x[i-D .. i-1]: column c holds the bit at offset d = D-1-c back,
-    # so NIST's order (offsets 0, 1, ...) is the columns' reverse.
-    windows = np.lib.stride_tricks.sliding_window_view(xp, _LAG_D)
-    scores = np.zeros(_LAG_D, dtype=np.int64)
-    winner = _LAG_D - 1  # column of offset 0
-    correct_parts = []
-    for start in range(1, n, chunk):
-        stop = min(n, start + chunk)
-        match = windows[start:stop] == x[start:stop, None]
-        before, scores, winner = _follow_winner(match, scores, winner, last=False)
-        idx = np.arange(start, stop, dtype=np.int64)
-        correct_parts.append(x[start:stop] == x[idx - (_LAG_D - before)])
-    correct = np.concatenate(correct_parts)
-    return int(correct.sum()), n - 1, _longest_run(correct)
-
-
-def _multi_mcw_counts(bits: Bits) -> tuple[int, int, int]:
-    n = bits.size
-    x = bits.astype(np.int64)
-    ones = np.concatenate(([0], np.cumsum(x)))
-    start = _MCW_WINDOWS[0]
-    idx = np.arange(start, n, dtype=np.int64)
-    predictions = np.zeros((len(_MCW_WINDOWS), idx.size), dtype=np.int64)
-    match = np.zeros((len(_MCW_WINDOWS), idx.size), dtype=bool)
-    for row, w in enumerate(_MCW_WINDOWS):
-        lo = np.maximum(idx - w, 0)
-        count = ones[idx] - ones[lo]
-        predictions[row] = (2 * count > w).astype(np.int64)  # odd windows: no ties
-        match[row] = (idx >= w) & (predictions[row] == x[idx])
-    scores = np.zeros(len(_MCW_WINDOWS), dtype=np.int64)
-    before, _, _ = _follow_winner(np.ascontiguousarray(match.T), scores, 0, last=True)
-    correct = predictions[before, np.arange(idx.size)] == x[idx]
-    return int(correct.sum()), n - start, _longest_run(correct)
-
-
-def _prior_counts(
-    order: NDArray[np.int32], ctx: NDArray[np.int32], y: NDArray[np.int32]
-) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """For each occurrence, how often its context was followed by 0 and by 1 before it.
-
-    ``order`` lists the occurrences sorted by context, in time order within one
-    context (a stable sort); ``ctx`` and ``y`` are context and follower by time.
-    """
-    m = order.size
-    sc = ctx[order]
-    new = np.empty(m, dtype=bool)
-    new[:1] = True
-    new[1:] = sc[1:] != sc[:-1]
-    start = np.maximum.accumulate(np.where(new, np.arange(m), 0))
-    z = (y[order] == 0).astype(np.int32)
-    cz = np.cumsum(z) - z
-    co = np.arange(m, dtype=np.int32) - cz  # occurrences before, minus the zeros
-    zeros = np.empty(m, dtype=np.int32)
-    ones = np.empty(m, dtype=np.int32)
-    zeros[order] = cz - cz[start]
-    ones[order] = co - co[start]
-    return zeros, ones
-
-
-def _add_top_bit(order: NDArray[np.int32], bit: NDArray[np.int32]) -> NDArray[np.int32]:
-    """A stable sort by (new top bit, old key) from one by the old key: one radix pass."""
-    top = bit[order]
-    return np.concatenate((order[top == 0], order[top == 1]))
-
-
-def _multi_mmc_counts(bits: Bits, *, max_entries: int = 100_000) -> tuple[int, int, int]:
-    """6.3.9 MultiMMC, binary: order-1..16 Markov predictors, NIST's dictionary limit."""
-    n = bits.size
-    x = bits.astype(np.int32)
-    steps = np.arange(2, n, dtype=np.int32)  # predictions for i = 2..n-1
-    found = np.zeros((steps.size, _MMC_D), dtype=bool)
-    guess = np.zeros((steps.size, _MMC_D), dtype=np.int8)
-    ctx = np.zeros(n, dtype=np.int32)  # the d+1 bits before i, most recent lowest
-    order = np.arange(n, dtype=np.int32)  # every i, sorted by ctx (stable)
-    chain = np.ones(steps.size, dtype=bool)
-    for d in range(_MMC_D):
-        shifted = np.zeros(n, dtype=np.int32)
-        shifted[d + 1 :] = x[: n - d - 1]
-        ctx |= shifted << d
-        order = _add_top_bit(order, shifted)
-        # occurrences of order d are at i = d+1..n-1 (NIST's start-up adds i = d+1)
-        lo = d + 1
-        occ = order[order >= lo] - lo
-        c, y = ctx[lo:], x[lo:]
-        zeros, ones = _prior_counts(occ, c, y)
-        first = np.where(y == 0, zeros, ones) == 0  # first of its (context, follower) pair
-        admitted = np.zeros(1 << (d + 2), dtype=bool)
-        admitted[(c * 2 + y)[np.flatnonzero(first)[:max_entries]]] = True
-        zeros = np.where(admitted[c * 2], zeros, 0)
-        ones = np.where(admitted[c * 2 + 1], ones, 0)
-        start = max(2, d + 2)  # predictions from i = start: occurrence start - lo
-        z, o = zeros[start - lo :], ones[start - lo :]
-        chain[: start - 2] = False
-        chain[start - 2 :] &= np.maximum(z, o) > 0
-        found[:, d] = chain
-        guess[start - 2 :, d] = np.where(z > o, 0, 1)
-    truth = x[steps]
-    match = found & (guess == truth[:, None])
-    before, _, _ = _follow_winner(match, np.zeros(_MMC_D, dtype=np.int64), 0, last=True)
-    rows = np.arange(steps.size)
-    counted = found[rows, before]
-    right = match[rows, before]
-    return int(right.sum()), n - 2, _longest_run(right[counted])
-
-
-def _lz78y_counts(bits: Bits, *, max_dictionary: int = 65_536) -> tuple[int, int, int]:
-    """6.3.10 LZ78Y, binary: contexts of 1..16 bits, NIST's dictionary limit."""
-    n = bits.size
-    b = _LZ_B
-    x = bits.astype(np.int32)
-    y = x[b:]  # occurrences at i = B..n-1 (i = B is NIST's start-up)
-    step = np.arange(b, n, dtype=np.int64)
-    ctx = np.zeros(n, dtype=np.int32)
-    order = np.arange(n, dtype=np.int32)
-    counts = []
-    seqs = []
-    keys = []
-    for j in range(1, b + 1):
-        shifted = np.zeros(n, dtype=np.int32)
-        shifted[j:] = x[: n - j]
-        ctx |= shifted << (j - 1)  # the j bits before i, most recent lowest
-        order = _add_top_bit(order, shifted)
-        c = ctx[b:] | (1 << j)  # the leading 1 keeps lengths apart
-        zeros, ones = _prior_counts(order[order >= b] - b, c, y)
-        counts.append((c, zeros, ones))
-        first = np.flatnonzero(zeros + ones == 0)
-        # NIST's order: the start-up adds j = 1..B; every later step goes j = B..1
-        seqs.append(np.where(step[first] == b, j - 1, (step[first] - b) * b + (b - j)))
-        keys.append(c[first])
-    admitted = np.zeros(1 << (b + 1), dtype=bool)
-    in_order = np.argsort(np.concatenate(seqs), kind="stable")
-    admitted[np.concatenate(keys)[in_order][:max_dictionary]] = True
-    best = np.zeros(n - b - 1, dtype=np.int32)
-    guess = np.zeros(n - b - 1, dtype=np.int32)
-    for c, zeros, ones in reversed(counts):  # j = B..1; a strictly larger count wins
-        ok = admitted[c[1:]]  # predictions at i = B+1..n-1
-        z, o = np.where(ok, zeros[1:], 0), np.where(ok, ones[1:], 0)
-        count = np.maximum(z, o)
-        better = count > best
-        best = np.where(better, count, best)
-        guess = np.where(better, np.where(z > o, 0, 1), guess)
-    right = (best > 0) & (guess == x[b + 1 :])
-    return int(right.sum()), n - b - 1, _longest_run(right)
 
 
 # --- the assessment --------------------------------------------------------------------
@@ -721,10 +412,10 @@ def assess(bits: Bits) -> Assessment:
         "mostCommonValue": most_common_value_estimate(max(ones, n - ones), n),
         "collision": collision_estimate(*_collision_counts(bits)),
         "markov": markov_estimate(*_markov_counts(bits)),
-        "multiMcwPrediction": prediction_estimate(*_multi_mcw_counts(bits)),
-        "lagPrediction": prediction_estimate(*_lag_counts(bits)),
-        "multiMmcPrediction": prediction_estimate(*_multi_mmc_counts(bits)),
-        "lz78yPrediction": prediction_estimate(*_lz78y_counts(bits)),
+        "multiMcwPrediction": prediction_estimate(*multi_mcw_counts(bits)),
+        "lagPrediction": prediction_estimate(*lag_counts(bits)),
+        "multiMmcPrediction": prediction_estimate(*multi_mmc_counts(bits)),
+        "lz78yPrediction": prediction_estimate(*lz78y_counts(bits)),
     }
     if n // _COMPRESSION_B > _COMPRESSION_D:
         estimates["compression"] = compression_estimate(*_compression_counts(bits))
