@@ -502,6 +502,13 @@ class EntropyPool:
                 if row is None:
                     break  # commit the expiries and closures, then report the pool empty
                 batch_id, bit_count, offset = str(row[0]), int(row[9]), int(row[10])
+                if '"nonIid"' not in str(row[7]):
+                    # Tested before the whole-batch SP 800-90B 6.3 estimate existed: its
+                    # credit rests on per-qubit figures alone, so it is not drawn from.
+                    db.execute(
+                        "UPDATE batch SET status = ? WHERE batch_id = ?", (REJECTED, batch_id)
+                    )
+                    continue
                 min_entropy = float(row[8])
                 need = bits_needed(min_entropy)
                 if offset + need > bit_count:

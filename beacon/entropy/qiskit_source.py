@@ -19,7 +19,20 @@ Two simulators:
 Each job's simulator is seeded from ``os.urandom`` (63 bits). A simulator is a
 PRNG: a simulated batch holds at most those 63 bits of real entropy whatever
 its statistical estimate says, which is why its records say
-``quantum-simulator`` and every record also mixes in 512 OS bits.
+``quantum-simulator``, credit 0 bits of quantum min-entropy, and every record
+also mixes in 512 OS bits.
+
+Each draw's job and health tests run in the background right after the
+previous draw, so a draw itself only conditions and seals (one job per draw,
+never reused).
+
+Every job's full raw output is published: the record commits to the whole
+packed batch (``batchSha512``, ``batchBits``) and the source hands the batch
+to the publisher (``ReleasesBatches``) once the pulse that used it is out, so
+anyone can re-run the health tests and estimators on it
+(``beacon-verify entropy``). At most ``MAX_UNPUBLISHED`` batches wait in
+memory; a batch lost to a crash before publication shows up as a missing
+raw batch to the verifier.
 
 qiskit is imported when a source is constructed, never when this module is
 imported. The job helpers here are shared with the IBM hardware source.
@@ -27,19 +40,23 @@ imported. The job helpers here are shared with the IBM hardware source.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import threading
 import time
 import warnings
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from beacon.entropy import QUANTUM_SIMULATOR, EntropyDraw, random_bytes
-from beacon.entropy.extract import condition
+from beacon.entropy import QUANTUM_SIMULATOR, EntropyDraw, RawBatch, random_bytes
+from beacon.entropy.extract import condition, pack_bits, shot_major
 from beacon.entropy.health import HealthConfig, HealthResult, run_health_tests
 from beacon.entropy.record import OS_BITS_BYTES, Provenance, quantum_record, seal
 from beacon.errors import EntropyError, HealthTestError
@@ -54,6 +71,10 @@ DEFAULT_SHOTS = 2048
 DEFAULT_QUBITS = 127
 #: How many rejected batches a source keeps for audit.
 DEFAULT_KEEP_REJECTED = 8
+#: Used batches kept in memory until the publisher has them (about 32 KiB each).
+MAX_UNPUBLISHED = 256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,6 +306,11 @@ class LocalQuantumSource:
         self._backend, self.num_qubits = make_simulator(noise_backend, qubits)
         self.backend_name = str(self._backend.name)
         self._isa, self.physical_qubits = transpile_for(self._backend, self.num_qubits)
+        # batch id -> (chain, pulse) of the record that used it, and its packed bits
+        self._unpublished: OrderedDict[str, tuple[tuple[int, int], bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-qiskit")
+        self._prefetch: Future[tuple[Harvest, HealthResult]] | None = None
 
     def harvest(self) -> Harvest:
         """Run one job and return its raw bits, untested.
@@ -305,14 +331,34 @@ class LocalQuantumSource:
         )
         return Harvest(provenance=provenance, bits=bits)
 
+    def _harvest_and_test(self) -> tuple[Harvest, HealthResult]:
+        harvest = self.harvest()
+        return harvest, run_health_tests(harvest.bits, self.health_config)
+
+    def _next_tested(self) -> tuple[Harvest, HealthResult]:
+        """This draw's job, health-tested, and the next draw's job started.
+
+        Each draw uses exactly one job, run after the previous draw returned: the
+        job and its tests (about a second for 260,096 bits) run in the background
+        between draws instead of inside the draw's deadline. Raises as ``harvest``.
+        """
+        with self._lock:
+            pending = self._prefetch if self._prefetch is not None else self._start()
+            try:
+                return pending.result()
+            finally:
+                self._prefetch = self._start()
+
+    def _start(self) -> Future[tuple[Harvest, HealthResult]]:
+        return self._executor.submit(self._harvest_and_test)
+
     def draw(self, chain_index: int, pulse_index: int) -> EntropyDraw:
-        """Run a fresh job, test it, condition it and return the sealed record.
+        """Take this draw's fresh job (tested in the background), condition it, seal the record.
 
         Raises ``EntropyError`` when the job fails, the batch fails its health
         tests (the batch is kept in ``rejected``), or it holds too few bits.
         """
-        harvest = self.harvest()
-        health = run_health_tests(harvest.bits, self.health_config)
+        harvest, health = self._next_tested()
         if not health.passed:
             rejected = RejectedBatch(harvest=harvest, health=health)
             self.rejected.append(rejected)
@@ -324,7 +370,8 @@ class LocalQuantumSource:
             )
         conditioned = condition(harvest.bits, 0, health.min_entropy)
         os_bits = random_bytes(self._urandom, OS_BITS_BYTES)
-        return seal(
+        packed = pack_bits(shot_major(harvest.bits))
+        draw = seal(
             quantum_record(
                 kind=QUANTUM_SIMULATOR,
                 chain_index=chain_index,
@@ -333,5 +380,24 @@ class LocalQuantumSource:
                 health=health,
                 conditioned=conditioned,
                 os_bits=os_bits,
+                batch_sha512=hashlib.sha512(packed).digest(),
+                batch_bits=int(harvest.bits.size),
             )
         )
+        self._unpublished[harvest.provenance.batch_id] = ((chain_index, pulse_index), packed)
+        while len(self._unpublished) > MAX_UNPUBLISHED:
+            lost, _ = self._unpublished.popitem(last=False)
+            log.warning("raw batch %s dropped unpublished: the publisher is behind", lost)
+        return draw
+
+    def released_batches(self, chain_index: int, pulse_index: int) -> list[RawBatch]:
+        """Batches whose pulse is published once pulse ``chain_index``/``pulse_index`` is."""
+        return [
+            RawBatch(batch_id=batch_id, data=packed)
+            for batch_id, (used_by, packed) in self._unpublished.items()
+            if used_by <= (chain_index, pulse_index)
+        ]
+
+    def batch_published(self, batch_id: str) -> None:
+        """Forget a batch the store now holds."""
+        self._unpublished.pop(batch_id, None)

@@ -13,12 +13,26 @@ kind (``beacon.entropy.SOURCE_KINDS``):
 The OS bits are mixed in because localRandomValue hashes the whole record: the
 value is then unpredictable if either the quantum bits or the OS bits are.
 
+Every record says what it credits, in bits of *quantum* min-entropy carried
+into ``quantumValue`` (``quantumMinEntropyBits``), and names the estimate and
+its method (``minEntropy``, ``minEntropyMethod``, ``health.nonIid``):
+
+- a simulator's bits come from a pseudo-random generator seeded from at most
+  63 OS bits, and OS bits are not quantum: both are credited **0**, and the
+  record says so in ``entropyClaim`` (``"simulated (pseudo-random)"``,
+  ``"operating system CSPRNG"``);
+- hardware bits are credited ``min(512, floor(H * consumed bits))``, with ``H``
+  the smallest of the MCV figures and the SP 800-90B 6.3 non-IID estimate over
+  the whole batch (``beacon_verifier.estimators``). That they came from the
+  named IBM job is the operator's word (``entropyClaim`` says so).
+
 Pure: callers pass in the OS bits, the time and the conditioned bits. This
 module does not parse records; the verifier does (it may not import beacon).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +49,19 @@ from beacon.entropy.extract import Conditioned
 from beacon.entropy.health import HealthResult
 
 RECORD_VERSION = 1
+#: ``entropyClaim`` of each source kind: what the bits are, in plain words.
+ENTROPY_CLAIMS = {
+    QUANTUM_SIMULATOR: "simulated (pseudo-random)",
+    QUANTUM_HARDWARE: "quantum hardware, as the operator states (job id and bits are its word)",
+    OS_FALLBACK: "operating system CSPRNG (not quantum)",
+}
+#: ``minEntropyMethod`` of quantum records.
+MIN_ENTROPY_METHOD = (
+    "smallest of: SP 800-90B 6.3.1 MCV over the whole batch and per qubit, and the"
+    " SP 800-90B 6.3 non-IID estimate over the whole batch in shot-major order (health.nonIid)"
+)
+#: Most quantum min-entropy a conditioned value (SHA-512) can carry.
+MAX_CREDIT_BITS = 512
 #: Bytes of ``os.urandom`` mixed into every record (512 bits).
 OS_BITS_BYTES = 64
 #: Longest reason string an os-fallback record keeps (longer ones are cut).
@@ -73,6 +100,16 @@ def _timestamp(unix: float) -> str:
     """UTC time in the pulse timestamp style, to the millisecond: 2026-01-02T03:04:05.678Z."""
     dt = datetime.fromtimestamp(unix, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def credited_bits(kind: str, min_entropy_per_bit: float, bit_count: int) -> int:
+    """Bits of quantum min-entropy a record of ``kind`` credits its ``quantumValue`` with.
+
+    0 for simulated and OS bits; ``min(512, floor(H * bit_count))`` for hardware.
+    """
+    if kind != QUANTUM_HARDWARE:
+        return 0
+    return min(MAX_CREDIT_BITS, math.floor(min_entropy_per_bit * bit_count))
 
 
 def _check_common(chain_index: int, pulse_index: int, os_bits: bytes) -> None:
@@ -132,6 +169,11 @@ def quantum_record(
         "bitOrder": "shot-major",
         "bitOffsets": {"start": conditioned.start, "end": conditioned.end},
         "minEntropy": conditioned.min_entropy_per_bit,
+        "minEntropyMethod": MIN_ENTROPY_METHOD,
+        "quantumMinEntropyBits": credited_bits(
+            kind, conditioned.min_entropy_per_bit, conditioned.bit_count
+        ),
+        "entropyClaim": ENTROPY_CLAIMS[kind],
         "health": health.to_dict(),
         "quantumBits": _hex(conditioned.raw),
         "quantumValue": _hex(conditioned.value),
@@ -158,6 +200,8 @@ def fallback_record(
         "chainIndex": chain_index,
         "pulseIndex": pulse_index,
         "reason": reason[:MAX_REASON_CHARS],
+        "quantumMinEntropyBits": 0,
+        "entropyClaim": ENTROPY_CLAIMS[OS_FALLBACK],
         "osBits": _hex(os_bits),
     }
 

@@ -220,6 +220,23 @@ def _text(record: Mapping[str, Any], key: str) -> str:
     return "unknown"
 
 
+#: What no verifier can check about a hardware pulse (entropy docs say the same).
+OPERATORS_WORD = (
+    "that this IBM job id is the job that ran, and that these bits came from that job, "
+    "is the operator's word; anyone can re-run the estimates on the published raw batch "
+    "(beacon-verify entropy)"
+)
+
+
+def _credited(kind: str, record: Mapping[str, Any]) -> str:
+    if kind == QUANTUM_SIMULATOR:
+        return "0 bits (simulated, pseudo-random)"
+    value = record.get("quantumMinEntropyBits")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} bits"
+    return "unknown"
+
+
 def describe_source(kind: str, record: bytes) -> SourceDescription:
     """Say in plain words where the entropy of a pulse came from.
 
@@ -233,9 +250,9 @@ def describe_source(kind: str, record: bytes) -> SourceDescription:
     if kind in (QUANTUM_SIMULATOR, QUANTUM_HARDWARE):
         backend, job = _text(obj, "backend"), _text(obj, "jobId")
         if kind == QUANTUM_SIMULATOR:
-            words = f"fresh quantum circuits run on the simulator {backend} (job {job})"
+            words = f"a simulated quantum circuit (pseudo-random) on {backend} (job {job})"
         else:
-            words = f"IBM Quantum hardware {backend} (job {job})"
+            words = f"IBM Quantum hardware {backend} (job {job}), as the operator states"
         offsets = obj.get("bitOffsets")
         used = "unknown"
         if isinstance(offsets, dict):
@@ -252,8 +269,12 @@ def describe_source(kind: str, record: bytes) -> SourceDescription:
             ("shots", _text(obj, "shots")),
             ("raw bits used", used),
             ("min-entropy per raw bit", _text(obj, "minEntropy")),
+            ("estimate method", _text(obj, "minEntropyMethod")),
+            ("quantum min-entropy credited", _credited(kind, obj)),
             ("mixed with", "512 bits from the operating system (osBits)"),
         ]
+        if kind == QUANTUM_HARDWARE:
+            details.append(("operator's word", OPERATORS_WORD))
         if kind == QUANTUM_SIMULATOR:
             details.append(
                 ("note", "a simulator's bits come from a seeded pseudo-random generator")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from beacon.entropy import QUANTUM_SIMULATOR, EntropySource
+from beacon.entropy import QUANTUM_SIMULATOR, EntropySource, ReleasesBatches
 from beacon.entropy.extract import bits_needed, rederive
 from beacon.entropy.health import HealthConfig
 from beacon.entropy.qiskit_source import LocalQuantumSource, RejectedBatch
@@ -37,6 +37,22 @@ def test_local_job_makes_a_simulator_record(noiseless: LocalQuantumSource) -> No
         rederive(bytes.fromhex(doc["quantumBits"]), end - start).hex().upper()
         == (doc["quantumValue"])
     )
+
+
+def test_local_jobs_publish_their_whole_raw_output() -> None:
+    # Issue 22: the local source published only the bits it used.
+    source = LocalQuantumSource(qubits=16, shots=1024)
+    assert isinstance(source, ReleasesBatches)
+    doc = json.loads(source.draw(1, 7).record)
+    assert doc["quantumMinEntropyBits"] == 0
+    assert doc["entropyClaim"] == "simulated (pseudo-random)"
+    assert source.released_batches(1, 6) == []  # pulse 7's record is still secret
+    [batch] = source.released_batches(1, 7)
+    assert batch.batch_id == doc["batchId"]
+    assert len(batch.data) * 8 == doc["batchBits"] == 16 * 1024
+    assert hashlib.sha512(batch.data).hexdigest().upper() == doc["batchSha512"]
+    source.batch_published(batch.batch_id)
+    assert source.released_batches(2, 1) == []
 
 
 def test_two_draws_are_two_jobs(noiseless: LocalQuantumSource) -> None:

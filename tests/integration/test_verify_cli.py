@@ -169,7 +169,7 @@ def test_time_queries(site: Path, chain: list[tuple[BuiltPulse, bytes]]) -> None
     first_after_gap = next(b.pulse for b, _ in chain if b.pulse.time_ms >= ms("2026-06-01T13:00"))
     assert f"is pulse 1/{first_after_gap.pulse_index} at 2026-06-01T13:00:00.000Z" in at.stdout
     assert "valid (signature, certificateId, outputValue [nist])" in at.stdout
-    assert "entropy record: valid (os-fallback)" in at.stdout
+    assert "entropy record: valid (os-fallback (operating system CSPRNG, not quantum))" in at.stdout
     assert json.loads(at.stdout.split("\nthe pulse ")[0])["pulse"]["timeStamp"] == (
         "2026-06-01T13:00:00.000Z"
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
+import sqlite3
 import stat
 import tempfile
 from pathlib import Path
@@ -96,11 +98,14 @@ def test_empty_pool_is_an_entropy_error(pool: EntropyPool) -> None:
 
 
 def test_exhausted_batch_moves_on_to_the_next(pool: EntropyPool, clock: Clock) -> None:
-    add(pool, "small", shots=256, qubits=8)  # 2048 bits: one draw at most
+    # 8192 bits, about the fewest the non-IID estimators pass: a few draws at most.
+    add(pool, "small", shots=1024, qubits=8)
     clock.now += 1
     add(pool, "next", harvested_at=T0 + 1, seed=1)
-    assert pool.take(1, 1).provenance.batch_id == "small"
-    assert pool.take(1, 1).provenance.batch_id == "next"
+    taken = [pool.take(1, 1).provenance.batch_id for _ in range(6)]
+    first_next = taken.index("next")
+    assert first_next >= 1 and set(taken[:first_next]) == {"small"}
+    assert set(taken[first_next:]) == {"next"}
     assert pool.summary()["batches"] == {"exhausted": 1, "live": 1}
 
 
@@ -150,13 +155,15 @@ def test_batches_past_max_age_are_discarded(tmp_path: Path, clock: Clock) -> Non
 
 
 def test_used_batch_is_released_only_after_its_last_pulse(pool: EntropyPool) -> None:
-    bits = add(pool, "b1", shots=256, qubits=8)  # 2048 bits: one draw, then exhausted
+    bits = add(pool, "b1", shots=1024, qubits=8)  # 8192 bits: a few draws, then exhausted
     add(pool, "unused")
-    got = pool.take(1, 5)
+    pulse, got = 5, pool.take(1, 5)
     assert got.provenance.batch_id == "b1"
-    assert pool.released_batches(1, 4) == []  # pulse 5's record is still secret
-    assert pool.take(1, 6).provenance.batch_id == "unused"  # b1 had one draw only
-    [raw] = pool.released_batches(1, 5)  # "unused" is still live: not released
+    while (following := pool.take(1, pulse + 1)).provenance.batch_id == "b1":
+        pulse, got = pulse + 1, following
+    assert following.provenance.batch_id == "unused"
+    assert pool.released_batches(1, pulse - 1) == []  # b1's last record is still secret
+    [raw] = pool.released_batches(1, pulse)  # "unused" is still live: not released
     assert raw.batch_id == "b1"
     assert raw.data == pack_bits(shot_major(bits))
     assert hashlib.sha512(raw.data).digest() == got.batch_sha512
@@ -306,3 +313,17 @@ def test_never_hands_out_the_same_bits_twice(ops: list[tuple[str, int, int]]) ->
     for spans in handed.values():
         spans.sort()
         assert all(e1 <= s2 for (_, e1), (s2, _) in itertools.pairwise(spans))
+
+
+def test_batches_tested_before_the_non_iid_estimate_are_not_drawn(
+    pool: EntropyPool, tmp_path: Path
+) -> None:
+    add(pool, "old")
+    add(pool, "new", harvested_at=T0 + 1, seed=1)
+    with sqlite3.connect(tmp_path / "pool.db") as db:  # as a pool written before the upgrade
+        (health,) = db.execute("SELECT health FROM batch WHERE batch_id = 'old'").fetchone()
+        doc = json.loads(health)
+        del doc["nonIid"]
+        db.execute("UPDATE batch SET health = ? WHERE batch_id = 'old'", (json.dumps(doc),))
+    assert pool.take(1, 1).provenance.batch_id == "new"
+    assert pool.summary()["batches"] == {"live": 1, "rejected": 1}

@@ -183,7 +183,8 @@ def test_pulse_page_shows_every_field_and_links_its_neighbours(items: list[Outbo
     ):
         assert up + key_ in urls
     assert f"beacon-verify pulse {obj['uri']}" in text
-    assert "fresh quantum circuits run on the simulator aer_simulator (job job-3)" in text
+    assert "a simulated quantum circuit (pseudo-random) on aer_simulator (job job-3)" in text
+    assert "fresh quantum circuits" not in text
     assert "Never use them as secret keys" in text
 
 
@@ -285,12 +286,12 @@ def test_day_page_links_its_archives(items: list[OutboxItem]) -> None:
         (
             "quantum-simulator",
             simulator_record(1),
-            "fresh quantum circuits run on the simulator aer_simulator (job job-1)",
+            "a simulated quantum circuit (pseudo-random) on aer_simulator (job job-1)",
         ),
         (
             "quantum-hardware",
             simulator_record(1, backend="ibm_torino"),
-            "IBM Quantum hardware ibm_torino (job job-1)",
+            "IBM Quantum hardware ibm_torino (job job-1), as the operator states",
         ),
         (
             "os-fallback",
@@ -303,7 +304,7 @@ def test_day_page_links_its_archives(items: list[OutboxItem]) -> None:
             "operating-system randomness (configured: entropy_source = os)",
         ),
         ("os-fallback", b"not json", "operating-system randomness (fallback: unknown)"),
-        ("quantum-simulator", b"[1, 2]", "simulator unknown (job unknown)"),
+        ("quantum-simulator", b"[1, 2]", "(pseudo-random) on unknown (job unknown)"),
     ],
 )
 def test_entropy_source_in_plain_words(kind: str, record: bytes, words: str) -> None:
@@ -317,8 +318,11 @@ def test_quantum_details_come_from_the_record() -> None:
     assert details["raw bits used"].startswith("1100 ")
     assert details["min-entropy per raw bit"] == "0.93"
     assert "seeded pseudo-random generator" in details["note"]  # a simulator says so
+    assert details["quantum min-entropy credited"].startswith("0 bits")
     hardware = dict(describe_source("quantum-hardware", simulator_record(5)).details)
     assert "note" not in hardware
+    # Issue 22: the page may not present hardware bits without saying whose word they are.
+    assert "operator's word" in hardware["operator's word"]
 
 
 # --- escaping ----------------------------------------------------------------------

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beacon_verifier import __version__, drawcmd
+from beacon_verifier import __version__, drawcmd, entropycmd
 from beacon_verifier.chain import ChainReport
 from beacon_verifier.checks import TrustedCertificate
+from beacon_verifier.claims import kind_words
 from beacon_verifier.core import Evidence, NotFetched, Policy, Verdict, check_pulse
 from beacon_verifier.descriptor import NIST_SITE, SiteDescriptor
 from beacon_verifier.drawcmd import parse_time
@@ -207,6 +208,7 @@ def _build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print a machine-readable report")
     k.set_defaults(run=_cmd_skiplist)
     drawcmd.register(sub)
+    entropycmd.register(sub)
     return parser
 
 
@@ -357,7 +359,8 @@ def _print_chain_report(report: ChainReport) -> None:
         print("... and more missing pulses")
     for reason, n in sorted(report.not_checked.items()):
         print(f"not checked: {reason} ({n} pulses)")
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.source_kinds.items())) or "none"
+    kinds = ", ".join(f"{kind_words(k)} {v}" for k, v in sorted(report.source_kinds.items()))
+    kinds = kinds or "none"
     pq = ", ".join(f"{k} {v}" for k, v in sorted(report.pq_signatures.items())) or "none"
     print(
         f"{report.pulses_checked} pulses checked ({report.first_index}..{report.last_index}); "
@@ -438,7 +441,7 @@ def _print_verdict(pulse: Pulse, verdict: Verdict, hint: str = "") -> None:
             f"pulse {pulse.chain_index}/{pulse.pulse_index} at {pulse.time_stamp}: valid "
             f"(signature, certificateId, outputValue [{variant}])"
         )
-    source = f" ({verdict.entropy_source})" if verdict.entropy_source else ""
+    source = f" ({kind_words(verdict.entropy_source)})" if verdict.entropy_source else ""
     print(f"predecessor: {verdict.predecessor}")
     print(f"entropy record: {verdict.entropy}{source}")
     if verdict.raw_batch_id is not None:

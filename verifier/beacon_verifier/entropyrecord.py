@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 
 from beacon_verifier.archive import MAX_RECORD_BYTES
+from beacon_verifier.claims import check_claims
 from beacon_verifier.errors import ChainError, PulseFormatError
 from beacon_verifier.format import Pulse, load_json
 
@@ -57,6 +58,7 @@ def _entropy_kind(pulse: Pulse, record: bytes) -> str:
         )
     if kind in ("quantum-simulator", "quantum-hardware"):
         _check_quantum_bits(pulse, doc)
+    check_claims(pulse.pulse_index, kind, doc)
     return kind
 
 
