@@ -28,12 +28,14 @@ from datetime import date
 from typing import Any
 
 from beacon_verifier import layout
+from beacon_verifier.external import random_value
 from beacon_verifier.format import (
     LINK_TYPES,
     STATUS_CERTIFICATE_CHANGED,
     STATUS_CHAIN_END,
     STATUS_CHAIN_START_OR_NO_PRECOMMIT,
     STATUS_GAP,
+    ZERO_HASH,
     Pulse,
     parse_pulse,
     pulse_to_object,
@@ -398,6 +400,15 @@ def _row(item: OutboxItem) -> dict[str, Any]:
     }
 
 
+def _value_to_use(pulse: Pulse) -> str | None:
+    """randomValue in hex when the pulse mixed a valid external round (the beacon
+    checked its signature before mixing it), else None."""
+    external = pulse.external
+    if external.status_code != 0 or external.source_id == ZERO_HASH:
+        return None
+    return random_value(pulse.local_random_value, external.value).hex().upper()
+
+
 def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
     """The immutable page of one pulse: every field, its source, links, how to verify it.
 
@@ -410,6 +421,7 @@ def render_pulse_page(item: OutboxItem) -> tuple[str, bytes]:
         pulse_page_key(c, p),
         pulse=pulse,
         value=pulse.output_value.hex().upper(),
+        random_value=_value_to_use(pulse),
         fields=pulse_fields(item, pulse),
         source=describe_source(item.kind, item.record),
         previous=pulse_page_key(c, p - 1) if p > 1 else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -12,7 +14,9 @@ from urllib.parse import urlsplit
 import jinja2
 import pytest
 from beacon_verifier import layout
+from beacon_verifier.external import random_value
 from beacon_verifier.format import (
+    External,
     canonical_json,
     format_timestamp,
     parse_pulse,
@@ -546,3 +550,30 @@ def test_home_page_keeps_listing_the_last_pulses_after_midnight(
     status = (store.root / STATUS_PAGE_KEY).read_bytes()
     assert status.count(b'<svg class="chart') == 10
     assert parsed(status).tags.count("script") == 1  # site.js, for the strip only
+
+
+def test_pulse_page_names_the_value_to_use_only_with_a_valid_external(
+    items: list[OutboxItem], signer: Signer
+) -> None:
+    lrv = hashlib.sha512(b"record").digest()
+    source_id, ext_value = hashlib.sha512(b"drand:chain").digest(), hashlib.sha512(b"sig").digest()
+
+    def page_for(external: External) -> str:
+        built = build_pulse(
+            None,
+            time_ms=items[0].time_ms,
+            period_ms=MINUTE,
+            local_random_value=lrv,
+            next_local_random_value=lrv,
+            signer=signer,
+            base_url="https://beacon.test",
+            external=external,
+        )
+        return render_pulse_page(dataclasses.replace(items[0], pulse=built.data))[1].decode()
+
+    valid = page_for(External(source_id=source_id, status_code=0, value=ext_value))
+    assert "The value to use" in valid
+    assert random_value(lrv, ext_value).hex().upper() in valid
+    withheld = page_for(External(source_id=source_id, status_code=2, value=bytes(64)))
+    assert "The value to use" not in withheld and "external missing" in withheld
+    assert random_value(lrv, bytes(64)).hex().upper() not in withheld
