@@ -156,6 +156,17 @@ def _cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    # The first run is a website: the gateway is up (or its port refused) before the
+    # identity is made or any pulse emitted, and stops after the beacon.
+    gateway = _start_gateway(settings)
+    try:
+        return _run_beacon(settings, args)
+    finally:
+        if gateway is not None:
+            gateway.close()
+
+
+def _run_beacon(settings: Settings, args: argparse.Namespace) -> int:
     from beacon.clock import SystemClock
     from beacon.entropy.os_source import OsSource
     from beacon.metrics import require_prometheus_client, serve
@@ -193,19 +204,10 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        gateway = _start_gateway(settings)  # the first run is a website
-    except BeaconError:
-        beacon.shutdown()
-        if server is not None:
-            server.close()
-        raise
-    try:
         beacon.run()
     finally:
         if server is not None:
             server.close()
-        if gateway is not None:
-            gateway.close()
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ def test_defaults_need_no_configuration(tmp_path: Path, monkeypatch: pytest.Monk
     [
         ({"BEACON_SERVE_PORT": "9000"}, "http://127.0.0.1:9000"),
         ({"BEACON_SERVE_PORT": "0"}, "http://127.0.0.1:8080"),  # `beacon serve`'s default
-        ({"BEACON_SERVE_ADDRESS": "0.0.0.0"}, "http://127.0.0.1:8080"),
+        ({"BEACON_SERVE_ADDRESS": "0.0.0.0"}, "http://127.0.0.1:8080"),  # noqa: S104
         ({"BEACON_SERVE_ADDRESS": "::1"}, "http://[::1]:8080"),
         ({"BEACON_SERVE_ADDRESS": "192.0.2.7"}, "http://192.0.2.7:8080"),
     ],
