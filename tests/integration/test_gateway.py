@@ -32,6 +32,7 @@ from beacon_verifier.format import parse_pulse
 
 from beacon.publish.indexes import TimeEntry, build_indexes
 from tests.beacon_proc import ROOT, beacon_env, beacon_running, run_beacon, run_verify
+from tests.integration.s3server import SeaweedS3Server
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +53,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(site: Path | str, port: int = 0) -> Iterator[str]:
+def serving(site: Path | str, port: int = 0, env: dict[str, str] | None = None) -> Iterator[str]:
     """``beacon serve SITE --port PORT`` for the block; yields its URL; stops it with SIGTERM."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "beacon.cli", "serve", str(site), "--port", str(port)],
-        env=beacon_env(),
+        env=beacon_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -382,3 +383,35 @@ def test_beacon_serve_mistakes_are_one_line(tmp_path: Path) -> None:
         done = run_beacon(tmp_path, args)
         assert done.returncode == 1, (args, done.stderr)
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_s3_site_exact_objects_direct_and_time_lookups_through_the_gateway(
+    tmp_path: Path, s3_running: SeaweedS3Server, key_prefix: str
+) -> None:
+    """The cloud deployment of docs/gateway.md: exact objects straight from the bucket
+    (a CDN in front of it), arbitrary times through `beacon serve s3://...`."""
+    env = s3_running.beacon_env(key_prefix)
+    done = run_beacon(tmp_path, ["run", "--period", "1", "--count", "4", "-q"], env=env)
+    assert done.returncode == 0, done.stderr
+    assert "serving" not in done.stdout  # an S3 beacon serves nothing itself
+    bucket_url = f"{s3_running.endpoint_url}/{s3_running.bucket}/{key_prefix}"
+    status, headers, body = get(f"{bucket_url}/{layout.pulse_key(1, 3)}")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    t3 = json.loads(body)["pulse"]["timeStamp"]
+    t3_ms = parse_pulse(body).time_ms
+    assert get(f"{bucket_url}/{layout.time_key(t3_ms)}")[0] == 200  # exact time: an object
+    assert get(f"{bucket_url}/{layout.time_key(t3_ms - 1)}")[0] in (403, 404)  # any other: none
+    with serving(f"s3://{s3_running.bucket}/{key_prefix}", env=s3_running.aws_env()) as url:
+        for path, pulse in (
+            (layout.time_key(t3_ms - 1), 3),
+            (f"{layout.ROOT}/pulse/time/previous/{t3_ms}", 2),
+            (f"{layout.ROOT}/pulse/time/next/{t3_ms}", 4),
+            (layout.LAST_KEY, 4),
+        ):
+            status, headers, body = get(f"{url}{path}")
+            assert status == 200, (path, body)
+            assert headers["Content-Type"] == "application/json"
+            assert json.loads(body)["pulse"]["pulseIndex"] == pulse, path
+        assert json.loads(get(f"{url}{layout.time_key(t3_ms - 1)}")[2])["pulse"]["timeStamp"] == t3
+        status, _, _ = get(f"{url}{layout.pulse_key(1, 99)}")
+        assert status == 404
