@@ -14,7 +14,6 @@ The HTTP stack is aiohttp (``docs/gateway.md`` says why).
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -28,7 +27,8 @@ from beacon.serve.upstream import Upstream
 
 __all__ = ["GatewayThread", "serve_forever", "url_of"]
 
-log = logging.getLogger("beacon.serve")
+#: Idle keep-alive connections are closed after this (aiohttp's own default is an hour).
+KEEPALIVE_SECONDS = 75.0
 
 
 def url_of(host: str, port: int) -> str:
@@ -40,7 +40,12 @@ def url_of(host: str, port: int) -> str:
 
 
 async def _start(source: Source, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(make_app(Upstream(source)), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        make_app(Upstream(source)),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     try:

@@ -240,6 +240,19 @@ def test_npm_client_over_real_nist_pulses(tmp_path: Path, npm_client: Path) -> N
     assert done.returncode != 0 or not json.loads(done.stdout)[0]["ok"], done.stdout
 
 
+def test_a_broken_site_gets_a_502_never_a_wrong_pulse(tmp_path: Path) -> None:
+    site = nist_site(tmp_path / "nist")
+    # The index names 54610 for 17:43:13.225, but another pulse is stored there.
+    shutil.copy(site / layout.pulse_key(1, 54609), site / layout.pulse_key(1, 54610))
+    (site / layout.pulse_key(1, 1)).write_bytes(b"{" + b" " * 70_000 + b"}")  # past the cap
+    with serving(site) as url:
+        status, headers, body = get(f"{url}{layout.time_key(1535650993225)}")
+        assert status == 502 and "not the pulse" in json.loads(body)["message"]
+        assert headers["Cache-Control"] == "no-store"
+        status, _, body = get(f"{url}{layout.pulse_key(1, 1)}")
+        assert status == 502 and "larger than" in json.loads(body)["message"]
+
+
 def test_clcert_chain_consistency_all_checks(
     made: tuple[Path, int], gateway: str, tmp_path: Path
 ) -> None:
