@@ -5,7 +5,9 @@
   real NIST pulses laid out as a site; it checks every signature itself;
 - CLCERT's ``chain_consistency_version2.py -a`` (vendored in ``tests/clcert``);
 - ``curl`` on content types, cache headers, CORS, errors and path escapes;
-- the "how to verify" command of a pulse page, pasted as it is.
+- the "how to verify" command of a pulse page, pasted as it is;
+- the edge function ``deploy/edge/nist-time.mjs`` under node, a static host of the
+  site as its bucket and `beacon serve` as its fallback.
 """
 
 from __future__ import annotations
@@ -428,3 +430,61 @@ def test_s3_site_exact_objects_direct_and_time_lookups_through_the_gateway(
         assert json.loads(get(f"{url}{layout.time_key(t3_ms - 1)}")[2])["pulse"]["timeStamp"] == t3
         status, _, _ = get(f"{url}{layout.pulse_key(1, 99)}")
         assert status == 404
+
+
+@contextmanager
+def static_host(site: Path) -> Iterator[str]:
+    """The site on a plain static HTTP server (what a bucket website is), 127.0.0.1 only."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=site,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the static host did not start"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+EDGE_JS = Path(__file__).with_name("edge_check.mjs")
+
+
+def test_edge_function_answers_like_the_gateway(made: tuple[Path, int], gateway: str) -> None:
+    site, _ = made
+    period = pulse_at(site, 1)["period"]
+    first, last = time_ms(site, 1), time_ms(site, PULSES)
+    times = [first - 5 * period, first - 1, first, first + 1, last - 1, last, last + 1]
+    times += [first + period * k + offset for k in range(1, PULSES - 1) for offset in (-1, 0, 7)]
+    paths = [
+        f"/{layout.ROOT}/pulse/time/{kind}{t}" for t in times for kind in ("", "previous/", "next/")
+    ]
+    with static_host(site) as bucket:
+        done = subprocess.run(
+            ["node", str(EDGE_JS), bucket, gateway.rstrip("/"), str(period), json.dumps(paths)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(done.stdout)
+    for result in results:
+        status, _, body = get(f"{gateway}{result['path'][1:]}")
+        expected = json.loads(body)["pulse"]["pulseIndex"] if status == 200 else None
+        assert (result["status"], result["pulse"]) == (status, expected), result
+        if result["via"] == "edge":
+            assert result["cache"] == IMMUTABLE
+    via = [r["via"] for r in results]
+    # Inside the chain the bucket's exact objects answer; beyond it, the gateway.
+    assert via.count("edge") > len(via) // 2 and "gateway" in via
