@@ -28,6 +28,7 @@ import json
 import math
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,17 @@ from beacon_verifier import layout
 from beacon_verifier.errors import FetchError, PulseFormatError
 from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, parse_pulse
 from beacon_verifier.skiplist import choose_link, link_targets
-from beacon_verifier.timeindex import BOUNDS_KEY, MAX_INDEX_BYTES, Kind, hour_index_key, lookup
+from beacon_verifier.timeindex import (
+    BOUNDS_KEY,
+    MAX_INDEX_BYTES,
+    HourIndex,
+    Kind,
+    answer_in_hour,
+    hour_index_key,
+    hour_start,
+    lookup,
+    parse_hour_index,
+)
 
 from beacon.publish import IMMUTABLE_CACHE_CONTROL
 from beacon.serve.upstream import Upstream, UpstreamError
@@ -48,6 +59,9 @@ TEXT = "text/plain"
 DEFAULT_MAX_AGE = 5
 #: The longest skip-list path served (a year of 1-s pulses takes ~200 steps).
 MAX_SKIP_STEPS = 1024
+#: Hour objects kept parsed (each ~60 entries at a 60 s period): parsing one costs
+#: more than the rest of a time lookup.
+MAX_PARSED_HOURS = 4096
 
 _N = r"([1-9][0-9]{0,18})"  # a chain or pulse index
 _T = r"([0-9]{1,16})"  # Unix ms
@@ -106,6 +120,7 @@ class Api:
         self.upstream = upstream
         self._latest: tuple[int, int] | None = None  # (timeStamp ms, period ms) of the last pulse
         self._latest_raw: bytes | None = None
+        self._hours: OrderedDict[str, tuple[bytes, HourIndex]] = OrderedDict()
 
     # --- freshness -------------------------------------------------------------
 
@@ -197,22 +212,40 @@ class Api:
             self.upstream.remember(key, data, immutable=True)
         return data
 
+    def _parsed_hour(self, key: str, data: bytes, t_ms: int) -> HourIndex:
+        """``data`` parsed, once per object read (the cache hands out the same bytes)."""
+        kept = self._hours.get(key)
+        if kept is not None and kept[0] is data:
+            self._hours.move_to_end(key)
+            return kept[1]
+        try:
+            index = parse_hour_index(data, key=key, hour_ms=hour_start(t_ms))
+        except FetchError as exc:
+            raise _Malformed(str(exc)) from None
+        self._hours[key] = (data, index)
+        if len(self._hours) > MAX_PARSED_HOURS:
+            self._hours.popitem(last=False)
+        return index
+
     async def _by_time(self, kind: Kind, t_ms: int) -> Answer:
-        fetched: dict[str, bytes | None] = {}
         try:
             hour_key: str | None = hour_index_key(t_ms)
         except ValueError:
             hour_key = None
-        if hour_key is not None:
-            fetched[hour_key] = await self._index(hour_key)
-        if fetched.get(hour_key or "") is None:
-            fetched[BOUNDS_KEY] = await self._index(BOUNDS_KEY)
+        hour = None if hour_key is None else await self._index(hour_key)
+        if hour_key is not None and hour is not None:
+            # The hour object answers alone (timeindex.lookup's first step).
+            entry = answer_in_hour(kind, t_ms, self._parsed_hour(hour_key, hour, t_ms))
+        else:
+            fetched = {BOUNDS_KEY: await self._index(BOUNDS_KEY)}
             if fetched[BOUNDS_KEY] is None:
                 return await self._without_index(kind, t_ms)
-        try:
-            entry = lookup(kind, t_ms, fetched.get)
-        except FetchError as exc:
-            raise _Malformed(str(exc)) from None
+            if hour_key is not None:
+                fetched[hour_key] = None
+            try:
+                entry = lookup(kind, t_ms, fetched.get)
+            except FetchError as exc:
+                raise _Malformed(str(exc)) from None
         if entry is None:
             return error_answer(404, f"no pulse {_RELATION[kind]} {t_ms}", self.mutable_max_age())
         data = await self._pulse_bytes(entry.chain, entry.pulse)
