@@ -372,6 +372,17 @@ def test_the_verify_command_of_a_pulse_page_works_pasted(
     assert command[1] == f"http://127.0.0.1:{port}/{layout.pulse_key(1, 3)}"
     done = run_verify(command)
     assert done.returncode == 0, done.stdout + done.stderr
+    # So do the commands of the verify page: a pulse and the whole chain, over HTTP.
+    block = re.search(
+        r"<pre>(beacon-verify pulse .*?)</pre>", (site / "verify.html").read_text(), re.S
+    )
+    assert block, "no commands on the verify page"
+    commands = [html.unescape(line).split()[1:] for line in block[1].splitlines()]
+    assert [c[0] for c in commands] == ["pulse", "chain"]
+    for args in commands:
+        assert args[1].startswith(f"http://127.0.0.1:{port}"), args
+        done = run_verify(args)
+        assert done.returncode == 0, (args, done.stdout + done.stderr)
 
 
 def test_beacon_run_refuses_a_taken_port_in_one_line(tmp_path: Path) -> None:
