@@ -23,7 +23,8 @@ from beacon_verifier import layout
 from beacon_verifier.archive import MAX_ARCHIVE_BYTES
 from beacon_verifier.fetch import MAX_OBJECT_BYTES
 
-from beacon.serve.api import Answer, Api, error_answer
+from beacon.serve.answers import Answer, error_answer
+from beacon.serve.api import Api
 from beacon.serve.upstream import Upstream, UpstreamError
 
 __all__ = ["make_app"]
@@ -117,10 +118,10 @@ class Gateway:
         except UpstreamError as exc:
             return _respond(error_answer(502, f"the site could not be read: {exc}"))
         if data is None:
-            return _respond(error_answer(404, f"nothing at /{key}", self.api.mutable_max_age()))
+            return _respond(error_answer(404, f"nothing at /{key}", self.api.latest.max_age()))
         immutable = bool(_IMMUTABLE.fullmatch(key))
         return _respond(
-            Answer(200, data, content_type(key), None if immutable else self.api.mutable_max_age())
+            Answer(200, data, content_type(key), None if immutable else self.api.latest.max_age())
         )
 
     async def _stream(self, request: web.Request, key: str) -> web.StreamResponse:
@@ -130,7 +131,7 @@ class Gateway:
         except UpstreamError as exc:
             return _respond(error_answer(502, f"the site could not be read: {exc}"))
         if pieces is None:
-            return _respond(error_answer(404, f"nothing at /{key}", self.api.mutable_max_age()))
+            return _respond(error_answer(404, f"nothing at /{key}", self.api.latest.max_age()))
         response = web.StreamResponse(
             headers={
                 **_COMMON,
