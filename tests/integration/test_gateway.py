@@ -499,3 +499,20 @@ def test_edge_function_answers_like_the_gateway(made: tuple[Path, int], gateway:
     via = [r["via"] for r in results]
     # Inside the chain the bucket's exact objects answer; beyond it, the gateway.
     assert via.count("edge") > len(via) // 2 and "gateway" in via
+
+
+def test_gateway_in_front_of_a_generic_static_host(made: tuple[Path, int]) -> None:
+    """A static host serves pulses as octet-stream and cannot answer time queries;
+    `beacon serve http://that-host/` in front of it can."""
+    site, _ = made
+    t3 = time_ms(site, 3)
+    with static_host(site) as host:
+        _, headers, _ = get(f"{host}/{layout.pulse_key(1, 3)}")
+        assert headers["Content-type"] == "application/octet-stream"
+        assert get(f"{host}/{layout.time_key(t3 - 1)}")[0] == 404
+        with serving(host) as url:
+            status, headers, body = get(f"{url}{layout.time_key(t3 - 1)}")
+            assert status == 200 and headers["Content-Type"] == "application/json"
+            assert json.loads(body)["pulse"]["pulseIndex"] == 3
+            status, headers, _ = get(f"{url}{layout.pulse_key(1, 3)}")
+            assert status == 200 and headers["Content-Type"] == "application/json"
