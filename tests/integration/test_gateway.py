@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 import os
@@ -516,3 +517,16 @@ def test_gateway_in_front_of_a_generic_static_host(made: tuple[Path, int]) -> No
             assert json.loads(body)["pulse"]["pulseIndex"] == 3
             status, headers, _ = get(f"{url}{layout.pulse_key(1, 3)}")
             assert status == 200 and headers["Content-Type"] == "application/json"
+
+
+def test_daily_archives_stream_whole(tmp_path: Path) -> None:
+    day = layout.archive_key(datetime.date(2026, 1, 1))
+    data = os.urandom(3 * 1024 * 1024 + 17)  # several 1 MB pieces and a short one
+    (tmp_path / day).parent.mkdir(parents=True)
+    (tmp_path / day).write_bytes(data)
+    with serving(tmp_path) as url:
+        status, headers, body = get(f"{url}{day}")
+        assert status == 200 and body == data
+        assert headers["Content-Type"] == "application/gzip"
+        assert headers["Cache-Control"] == IMMUTABLE
+        assert get(f"{url}{layout.archive_key(datetime.date(2026, 1, 2))}")[0] == 404
