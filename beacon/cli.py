@@ -21,7 +21,7 @@ from typing import Any
 from beacon_verifier.format import format_timestamp
 
 from beacon import __version__
-from beacon.config import Settings, load_settings
+from beacon.config import DEFAULT_SERVE_PORT, Settings, load_settings
 from beacon.entropy import EntropySource
 from beacon.errors import BeaconError, EntropyError
 from beacon.faults import with_entropy_faults
@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=0, help="seconds to wait (default: 2 periods)")
     st = sub.add_parser("status", help="show the chain and the running beacon's health")
     st.add_argument("--json", action="store_true")
+    sv = sub.add_parser("serve", help="serve a site's NIST Beacon 2.0 REST API (read-only)")
+    sv.add_argument("site", nargs="?", help="site root: DIR, s3://bucket/prefix or http(s):// URL")
+    sv.add_argument("--host", type=str, help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default 8080; 0: any free port)")
     return parser
 
 
@@ -153,6 +157,17 @@ def _cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    # The first run is a website: the gateway is up (or its port refused) before the
+    # identity is made or any pulse emitted, and stops after the beacon.
+    gateway = _start_gateway(settings)
+    try:
+        return _run_beacon(settings, args)
+    finally:
+        if gateway is not None:
+            gateway.close()
+
+
+def _run_beacon(settings: Settings, args: argparse.Namespace) -> int:
     from beacon.clock import SystemClock
     from beacon.drand import make_mixer
     from beacon.entropy.os_source import OsSource
@@ -197,6 +212,53 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.close()
+    return EXIT_OK
+
+
+def _start_gateway(settings: Settings) -> Any:
+    """``beacon serve`` over the local site on a thread, unless ``serve_port = 0`` or S3."""
+    if not settings.serve_port or settings.publisher != "local":
+        return None
+    from beacon_verifier.fetch import LocalSource
+
+    from beacon.serve import GatewayThread
+
+    gateway = GatewayThread(
+        LocalSource(settings.out_dir), settings.serve_address, settings.serve_port
+    )
+    url = gateway.start()
+    print(f"beacon: serving the site and its NIST API at {url}", flush=True)
+    return gateway
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from beacon_verifier.errors import FetchError
+    from beacon_verifier.fetch import S3Source, Source, open_source
+
+    from beacon.serve import serve_forever
+
+    source: Source
+    try:
+        if args.site:
+            source = open_source(args.site)
+        elif settings.publisher == "s3":
+            source = S3Source(
+                settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url or None
+            )
+        else:
+            source = open_source(str(settings.out_dir))
+    except FetchError as exc:
+        raise BeaconError(f"cannot serve: {exc}") from None
+    host = args.host if args.host is not None else settings.serve_address
+    port = args.port if args.port is not None else settings.serve_port or DEFAULT_SERVE_PORT
+    if not 0 <= port <= 65535:
+        raise BeaconError(f"--port must be 0 to 65535, got {port}")
+    serve_forever(
+        source,
+        host,
+        port,
+        ready=lambda url: print(f"beacon: serving {source.describe()} at {url}", flush=True),
+    )
     return EXIT_OK
 
 
@@ -289,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run": _cmd_run,
             "stop": _cmd_stop,
             "status": _cmd_status,
+            "serve": _cmd_serve,
         }
         return commands[args.command](settings, args)
     except BeaconError as exc:

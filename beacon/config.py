@@ -19,6 +19,7 @@ from typing import Any
 from beacon.errors import ConfigError
 
 DAY_MS = 86_400_000
+DEFAULT_SERVE_PORT = 8080
 ENTROPY_SOURCES = ("local", "ibm", "os")
 PUBLISHERS = ("local", "s3")
 IBM_CHANNELS = ("ibm_quantum_platform", "local")
@@ -47,7 +48,7 @@ class Settings:
     data_dir: Path = Path("beacon-data")  # signing key, certificate, state database
     out_dir: Path = Path("public")  # the local site (publisher "local")
     period: float = 60.0  # seconds between pulses
-    base_url: str = ""  # where the site is served; default: file:// URL of out_dir
+    base_url: str = ""  # signed into every pulse's uri; default: the gateway's address
     name: str = "Quantum randomness beacon"  # named in the certificate
     chain: int = 1  # index of the first chain
     key_bits: int = 4096
@@ -80,6 +81,9 @@ class Settings:
     drand_chain_hash: str = QUICKNET_CHAIN_HASH  # pinned; the hash covers genesis and period
     drand_public_key: str = QUICKNET_PUBLIC_KEY  # pinned G2 key (96 bytes, hex)
     external_wait_ms: int = 5000  # wait for round T after the boundary (at most half a period)
+    # The NIST REST gateway `beacon run` starts over the local site (`beacon serve`'s defaults).
+    serve_port: int = 8080  # 0: `beacon run` serves nothing
+    serve_address: str = "127.0.0.1"  # loopback unless opened on purpose
 
     @property
     def period_ms(self) -> int:
@@ -91,9 +95,13 @@ class Settings:
 
     @property
     def site_url(self) -> str:
+        """``base_url``, else where ``beacon run`` serves the site: never a filesystem path."""
         if self.base_url:
             return self.base_url.rstrip("/")
-        return self.out_dir.resolve().as_uri()
+        host = "127.0.0.1" if self.serve_address in ("0.0.0.0", "::") else self.serve_address  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.serve_port or DEFAULT_SERVE_PORT}"
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
@@ -154,6 +162,11 @@ def validate(s: Settings) -> Settings:
         raise ConfigError(f"publisher must be one of {', '.join(PUBLISHERS)}, got {s.publisher!r}")
     if s.publisher == "s3" and not s.s3_bucket:
         raise ConfigError("publisher 's3' needs s3_bucket")
+    if s.publisher == "s3" and not s.base_url:
+        raise ConfigError(
+            "publisher 's3' needs base_url, the public URL of the site: it is signed into "
+            'every pulse\'s uri (e.g. base_url = "https://beacon.example.org")'
+        )
     if s.local_qubits < 1 or s.local_shots < 2:
         raise ConfigError("local_qubits must be at least 1 and local_shots at least 2")
     if s.ibm_channel not in IBM_CHANNELS:
@@ -178,8 +191,10 @@ def validate(s: Settings) -> Settings:
         )
     if s.s3_object_lock_days < 0:
         raise ConfigError("s3_object_lock_days must be 0 or more")
-    if s.base_url and not s.base_url.startswith(("http://", "https://", "file://")):
-        raise ConfigError(f"base_url must be an http(s):// or file:// URL, got {s.base_url!r}")
+    if s.base_url and not s.base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"base_url must be an http(s):// URL (it is signed into every pulse): {s.base_url!r}"
+        )
     if not 0 <= s.metrics_port <= 65535:
         raise ConfigError(f"metrics_port must be 0 (off) or 1 to 65535, got {s.metrics_port}")
     try:
@@ -189,6 +204,12 @@ def validate(s: Settings) -> Settings:
             f"metrics_address must be an IP address, got {s.metrics_address!r}"
         ) from None
     _validate_external(s)
+    if not 0 <= s.serve_port <= 65535:
+        raise ConfigError(f"serve_port must be 0 (off) or 1 to 65535, got {s.serve_port}")
+    try:
+        ipaddress.ip_address(s.serve_address)
+    except ValueError:
+        raise ConfigError(f"serve_address must be an IP address, got {s.serve_address!r}") from None
     return s
 
 

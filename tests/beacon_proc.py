@@ -20,6 +20,9 @@ def beacon_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "verifier")])
     env["BEACON_EXTERNAL_SOURCE"] = "none"  # no internet in tests; test_drand.py sets "drand"
+    # Port 8080 may be taken (by another test, or anything else): tests that want
+    # `beacon run` to serve its site pass BEACON_SERVE_PORT themselves.
+    env["BEACON_SERVE_PORT"] = "0"
     env.update(extra or {})
     return env
 

@@ -16,7 +16,25 @@ def test_defaults_need_no_configuration(tmp_path: Path, monkeypatch: pytest.Monk
     s = load_settings(environ={})
     assert s == Settings()
     assert s.period_ms == 60_000
-    assert s.site_url == (tmp_path / "public").as_uri()
+    # The address `beacon run` serves the site at: never a path on the operator's disk.
+    assert s.site_url == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({"BEACON_SERVE_PORT": "9000"}, "http://127.0.0.1:9000"),
+        ({"BEACON_SERVE_PORT": "0"}, "http://127.0.0.1:8080"),  # `beacon serve`'s default
+        ({"BEACON_SERVE_ADDRESS": "0.0.0.0"}, "http://127.0.0.1:8080"),  # noqa: S104
+        ({"BEACON_SERVE_ADDRESS": "::1"}, "http://[::1]:8080"),
+        ({"BEACON_SERVE_ADDRESS": "192.0.2.7"}, "http://192.0.2.7:8080"),
+    ],
+)
+def test_default_base_url_is_the_gateway(
+    env: dict[str, str], url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ=env).site_url == url
 
 
 def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
@@ -37,6 +55,10 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ("period = 'soon'", {}, "period must be a float"),
         ("entropy_source = 'dice'", {}, "entropy_source must be one of"),
         ("publisher = 's3'", {}, "needs s3_bucket"),
+        ("publisher = 's3'\ns3_bucket = 'b'", {}, "publisher 's3' needs base_url"),
+        ("base_url = 'file:///srv/site'", {}, "base_url must be an http(s):// URL"),
+        ("serve_port = 70000", {}, "serve_port must be 0 (off)"),
+        ("serve_address = 'localhost'", {}, "serve_address must be an IP address"),
         ("period = [", {}, "not valid TOML"),
         ("", {"BEACON_CHAIN": "x"}, "BEACON_CHAIN: chain must be a int"),
         ("", {"BEACON_NOPE": "1"}, "unknown setting BEACON_NOPE"),

@@ -6,9 +6,9 @@ import hashlib
 from typing import Any
 
 import pytest
+from beacon_verifier.entropyrecord import check_entropy_record
 from beacon_verifier.errors import ChainError
 from beacon_verifier.format import Pulse, canonical_json, parse_pulse
-from beacon_verifier.entropyrecord import check_entropy_record
 
 from beacon.pulse.builder import build_pulse
 from beacon.pulse.keys import Signer

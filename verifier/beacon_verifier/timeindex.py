@@ -315,6 +315,15 @@ def _in_hour(kind: Kind, t_ms: int, index: HourIndex) -> TimeEntry | None:
     return found if found is not None else index.next
 
 
+def answer_in_hour(kind: Kind, t_ms: int, index: HourIndex) -> TimeEntry | None:
+    """``lookup``'s answer when ``index`` is the (parsed) hour object of ``t_ms``.
+
+    For a server that keeps hour objects parsed (``beacon serve``) rather than
+    parsing one per query.
+    """
+    return _in_hour(kind, t_ms, index)
+
+
 def _outside(kind: Kind, t_ms: int, bounds: Bounds, missing: str | None) -> TimeEntry | None:
     hour = hour_start(t_ms)
     if hour < hour_start(bounds.first.time_ms):
