@@ -200,7 +200,7 @@ def test_v2_draw_moves_past_a_withheld_round_and_says_so(tmp_path: Path) -> None
             # Less than two periods ahead is refused.
             now = int(time.time())
             manifest = tmp_path / "m.json"
-            new = ["draw", "new", "--version", "2", "--source", str(site)]
+            new = ["draw", "new", "--source", str(site)]  # v2 by default: a drand site
             new += ["--entrants", str(entrants), "--winners", "2", "--out", str(manifest)]
             too_soon = run_verify([*new, "--at", str((now + 2) * 1000)])
             assert too_soon.returncode == 1 and "2 periods" in too_soon.stderr

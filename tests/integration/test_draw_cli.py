@@ -148,6 +148,7 @@ def test_new_writes_the_manifest_and_prints_its_hash(
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
+    assert summary["version"] == 1  # the site mixes no drand round: v1 by default
     # The same draw given TIME in Unix ms: the same bytes, the same published hash.
     assert (tmp_path / "n.json").read_bytes() == data
     assert summary["manifestSha512"] == hashlib.sha512(data).hexdigest()

@@ -44,7 +44,7 @@ from beacon_verifier.draw import (
 from beacon_verifier.draw2 import DrawResultV2, ManifestV2, compare_v2, manifest_version
 from beacon_verifier.errors import DrawError, FetchError
 from beacon_verifier.fetch import Source, open_source, read_location
-from beacon_verifier.format import Pulse, format_timestamp
+from beacon_verifier.format import ZERO_HASH, Pulse, format_timestamp
 from beacon_verifier.lookup import find_by_time
 from beacon_verifier.siteread import gather_evidence, latest_pulse, read_descriptor
 
@@ -90,9 +90,10 @@ def register(sub: argparse._SubParsersAction[_Parser]) -> None:
         dest="manifest_version",
         type=int,
         choices=(1, 2),
-        default=1,
+        default=None,
         help="2: seeded by localRandomValue and the drand external, not outputValue "
-        "(grind-proof; docs/draws.md, Draws v2)",
+        "(grind-proof; docs/draws.md, Draws v2); 1: seeded by outputValue. Default: 2 when "
+        "the site's latest pulse carries a valid drand round, else 1",
     )
     n.add_argument("--json", action="store_true", help="print a machine-readable summary")
     n.set_defaults(run=_cmd_new)
@@ -254,11 +255,15 @@ def _cmd_new(args: argparse.Namespace) -> int:
     entrant_bytes = _read_entrants(args.entrants)
     t_ms: int = args.at
     refs = []
+    version = args.manifest_version
     for spec in (args.source, *args.also):
         source = open_source(spec)
-        if args.manifest_version == 2:
-            drawcmd2.check_new_target(source, t_ms)
         latest = latest_pulse(source)
+        if version is None:  # this beacon's: v2 where it mixes a drand round
+            external = latest.external
+            version = 2 if external.status_code == 0 and external.source_id != ZERO_HASH else 1
+        if version == 2:
+            drawcmd2.check_new_target(source, t_ms)
         if latest.time_ms >= t_ms:
             raise DrawError(
                 f"{source.describe()} already has pulse {latest.chain_index}/"
@@ -278,7 +283,7 @@ def _cmd_new(args: argparse.Namespace) -> int:
         also=tuple(refs[1:]),
     )
     data = manifest.to_bytes()
-    if args.manifest_version == 2:
+    if version == 2:
         data = ManifestV2(manifest, time.time_ns() // 1_000_000).to_bytes()
     _write_new(args.out, data)
     digest = manifest_hash(data).hex()
@@ -291,6 +296,7 @@ def _cmd_new(args: argparse.Namespace) -> int:
                     "pulseTime": manifest.pulse_time,
                     "entrantCount": manifest.entrant_count,
                     "winners": manifest.winners,
+                    "version": version,
                 },
                 indent=2,
             )
@@ -301,6 +307,13 @@ def _cmd_new(args: argparse.Namespace) -> int:
             f"wrote {args.out}: {manifest.winners} of {manifest.entrant_count} entrants win, "
             f"drawn with the first pulse at or after {manifest.pulse_time} of {beacons}"
         )
+        if version == 2:
+            print("draw v2: seeded by localRandomValue and the drand round, which nobody can steer")
+        else:
+            print(
+                "draw v1: seeded by outputValue, which the pulse's signer could grind "
+                "(the beacon mixes no valid drand round; docs/threat-model.md)"
+            )
         print(f"publish now, before {manifest.pulse_time}: manifest SHA-512 {digest}")
     return EXIT_VALID
 
