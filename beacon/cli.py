@@ -29,6 +29,7 @@ from beacon.lease import lease_ttl_ms
 from beacon.publish import Publisher
 from beacon.pulse.keys import KEY_FILE, Signer, init_identity, load_identity
 from beacon.state import State, read_pid
+from beacon.status import state_status
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("beacon")
@@ -224,7 +225,6 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     state = State(settings.state_path, readonly=True)
     try:
         head = state.head()
-        counters = state.counters()
         info: dict[str, Any] = {
             "running": read_pid(settings.data_dir / "beacon.lock") is not None,
             "chain": head.chain_index if head else None,
@@ -234,13 +234,7 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             "nextDue": format_timestamp(head.time_ms + settings.period_ms) if head else None,
             "outbox": state.outbox_length(),
             "entropySource": settings.entropy_source,
-            "pulsesEmitted": counters.get("pulses", 0),
-            "fallbacks": counters.get("fallbacks", 0),
-            "lastFallbackReason": state.meta("last_fallback_reason"),
-            "publishRetries": counters.get("publish_retries", 0),
-            "sources": {
-                k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("source:")
-            },
+            **state_status(state),
         }
     finally:
         state.close()
