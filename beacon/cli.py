@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--period", type=float, help="seconds between pulses (default 60)")
     r.add_argument("--count", type=int, help="stop after N pulses")
     r.add_argument("--out", type=str, help="local site directory (default ./public)")
+    r.add_argument(
+        "--take-over-chain",
+        action="store_true",
+        help="continue a published chain signed by another certificate (deliberate)",
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     r.add_argument("--metrics-port", type=int, help="serve Prometheus metrics (default 0: off)")
     r.add_argument("--metrics-address", type=str, help="where metrics listen (default 127.0.0.1)")
@@ -171,6 +176,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         fallback=lambda reason: OsSource(reason=reason),
         publisher=make_publisher(settings),
         count=args.count,
+        take_over_chain=args.take_over_chain,
     )
     server = None
     if settings.metrics_port:

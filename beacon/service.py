@@ -61,8 +61,10 @@ class Beacon:
         fallback: FallbackFactory,
         publisher: Publisher,
         count: int | None = None,
+        take_over_chain: bool = False,
     ) -> None:
         self.settings = settings
+        self.take_over_chain = take_over_chain
         self.signer = signer
         self.clock = clock
         self.publisher = publisher
@@ -76,6 +78,7 @@ class Beacon:
             self._lock.release()
             raise
         self._current: EntropyDraw | None = None
+        self._inherited: tuple[PulseSlot, EntropyDraw] | None = None
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
         self.metrics = Metrics(
@@ -128,7 +131,9 @@ class Beacon:
         """
         slot = self.next_slot()
         commitment = self.state.commitment()
-        if commitment is not None and (commitment.chain_index, commitment.pulse_index) == (
+        if self._inherited is not None and self._inherited[0] == slot:
+            self._current = self._inherited[1]  # its record is already in the store
+        elif commitment is not None and (commitment.chain_index, commitment.pulse_index) == (
             slot.chain_index,
             slot.pulse_index,
         ):
@@ -216,12 +221,16 @@ class Beacon:
         """Start-up reconciliation, retried while the store cannot be read; False if stopped."""
         while True:
             try:
-                if reconcile(
+                reconciled = reconcile(
                     publisher=self.publisher,
                     state=self.state,
                     lease=self.lease,
-                    chain=self.settings.chain,
-                ).adopted:
+                    settings=self.settings,
+                    certificate_id=self.signer.certificate_id,
+                    take_over=self.take_over_chain,
+                )
+                self._inherited = reconciled.inherited
+                if reconciled.adopted or reconciled.inherited is not None:
                     self._current = None
                 return True
             except LeaseLostError as exc:

@@ -107,6 +107,7 @@ def publish_item(
     """
     c, p = item.chain_index, item.pulse_index
     publisher.put_immutable(layout.entropy_record_key(c, p), item.record, content_type=JSON)
+    failpoint("after-entropy-record")
     publisher.put_immutable(layout.pulse_key(c, p), item.pulse, content_type=JSON)
     if on_pulse_stored is not None:
         on_pulse_stored()
