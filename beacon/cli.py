@@ -23,7 +23,7 @@ from beacon_verifier.format import format_timestamp
 from beacon import __version__
 from beacon.config import Settings, load_settings
 from beacon.entropy import EntropySource
-from beacon.errors import BeaconError, EntropyError
+from beacon.errors import BeaconError, ConfigError, EntropyError
 from beacon.faults import with_entropy_faults
 from beacon.lease import lease_ttl_ms
 from beacon.publish import Publisher
@@ -97,6 +97,13 @@ def make_source(settings: Settings) -> EntropySource:
             shots=settings.local_shots,
         )
     except (EntropyError, ImportError) as exc:
+        if settings.entropy_source == "local":
+            # The simulator ships with the beacon: failing to set it up is a
+            # setting to fix (a mistyped local_backend), not an outage to ride out.
+            raise ConfigError(
+                f"entropy_source 'local' (local_backend {settings.local_backend!r}) "
+                f"cannot be set up: {exc}"
+            ) from None
         reason = f"{settings.entropy_source} quantum source unavailable: {exc}"
         log.warning("%s; using the OS source", reason)
         return OsSource(reason=reason)
@@ -120,6 +127,17 @@ def make_publisher(settings: Settings) -> Publisher:
     return LocalDirPublisher(settings.out_dir)
 
 
+def _check_data_dir(settings: Settings) -> None:
+    """Make sure ``data_dir`` is a writable directory (creating it 0700), or one line why not."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"data_dir {path} cannot be created: {exc.strerror}") from None
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"data_dir {path} is not a writable directory")
+
+
 def _signer_for_run(settings: Settings) -> Signer:
     """Load the identity; on a brand-new installation create it (and say so).
 
@@ -139,6 +157,7 @@ def _signer_for_run(settings: Settings) -> Signer:
 
 
 def _cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    _check_data_dir(settings)
     if args.force and (settings.data_dir / KEY_FILE).exists():
         print(
             "warning: replacing the signing key; the next pulse starts a new certificate "
@@ -167,6 +186,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         raise BeaconError("--count must be at least 1")
     if settings.metrics_port:
         require_prometheus_client()  # before the identity or any pulse
+    _check_data_dir(settings)
     signer = _signer_for_run(settings)
     beacon = Beacon(
         settings=settings,
@@ -231,13 +251,17 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     state = State(settings.state_path, readonly=True)
     try:
         head = state.head()
+        running = read_pid(settings.data_dir / "beacon.lock") is not None
+        # The period the running beacon uses (it records it), not this shell's settings.
+        period_ms = int(state.meta("period_ms") or settings.period_ms)
+        due = running and head is not None and not head.ended
         info: dict[str, Any] = {
-            "running": read_pid(settings.data_dir / "beacon.lock") is not None,
+            "running": running,
             "chain": head.chain_index if head else None,
             "lastPulse": head.pulse_index if head else None,
             "lastTimeStamp": format_timestamp(head.time_ms) if head else None,
             "chainEnded": head.ended if head else False,
-            "nextDue": format_timestamp(head.time_ms + settings.period_ms) if head else None,
+            "nextDue": format_timestamp(head.time_ms + period_ms) if head and due else None,
             "outbox": state.outbox_length(),
             "entropySource": settings.entropy_source,
             **state_status(state),
@@ -249,8 +273,19 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         width = max(len(k) for k in info)
         for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
+            print(f"{key:<{width}}  {_readable(value)}")
     return EXIT_OK
+
+
+def _readable(value: object) -> str:
+    """A status value as a person reads it: no Python reprs."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    return str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,14 +23,17 @@ from beacon.entropy import EntropySource, ReleasesBatches
 from beacon.errors import (
     AlreadyPublishedError,
     BeaconError,
+    ConditionFailedError,
     EntropyError,
     LeaseLostError,
     PublishError,
+    TransientPublishError,
 )
 from beacon.faults import failpoint
 from beacon.lease import Lease
 from beacon.metrics import Metrics
 from beacon.publish import JSON, Publisher
+from beacon.publish.conditional import put_forward
 from beacon.publish.pipeline import (
     archive_complete_days,
     publish_batch,
@@ -40,6 +43,7 @@ from beacon.publish.pipeline import (
 )
 from beacon.publish.site import RECENT_PULSES, STATUS_KEY, SiteInfo
 from beacon.pulse.keys import Signer
+from beacon.reconcile import describe_store
 from beacon.state import OutboxItem, State
 from beacon.status import build_status
 
@@ -77,6 +81,8 @@ class Publication:
         self._on_fatal = on_fatal
         self.wake = threading.Event()
         self.done = threading.Event()  # set when no more pulses will be committed
+        self._finishing = threading.Event()
+        self._progress_at = 0.0  # monotonic time of the last pulse published
         self.thread: threading.Thread | None = None
         self._drain_deadline = float("inf")
         self._site = SiteInfo(
@@ -88,12 +94,24 @@ class Publication:
         self.thread.start()
 
     def finish(self, drain_for: float) -> None:
-        """No more pulses: drain the outbox for at most ``drain_for`` seconds, then return."""
+        """No more pulses: drain the outbox for at most ``drain_for`` seconds, then return.
+
+        The deadline applies to failures: a drain that keeps publishing goes on.
+        One that has made no progress for ``drain_for`` + 1 seconds (a store
+        that hangs) is abandoned with its thread; the outbox keeps its pulses.
+        """
         self._drain_deadline = self.clock.monotonic() + drain_for
+        self._progress_at = self.clock.monotonic()
         self.done.set()
+        self._finishing.set()
         self.wake.set()
-        if self.thread is not None:
-            self.thread.join()
+        if self.thread is None:
+            return
+        while self.thread.is_alive():
+            self.thread.join(timeout=0.1)
+            if self.clock.monotonic() - self._progress_at > drain_for + 1:
+                log.warning("stopping with a write to the store still in flight")
+                return
 
     def _loop(self) -> None:
         """The thread. A bug in it stops the beacon (exit 1, outbox kept).
@@ -148,14 +166,21 @@ class Publication:
                     log.critical("refusing to continue: %s", exc)
                     self._on_fatal(exc)
                     return
-                except PublishError as exc:
+                except (TransientPublishError, ConditionFailedError) as exc:
                     state.bump("publish_retries")
                     if self.clock.monotonic() > self._drain_deadline:
                         log.warning("stopping with unpublished pulses kept in the outbox: %s", exc)
                         return
                     log.warning("publish failed, retrying in %.1f s: %s", delay, exc)
-                    self.clock.sleep(delay)
+                    self._finishing.wait(delay)  # a stop cuts the backoff short
                     delay = min(delay * 2, self.settings.publish_retry_max)
+                except PublishError as exc:
+                    # Retrying cannot help (no bucket, access denied, Object Lock refused,
+                    # not a writable directory): stop now, loudly, keeping the outbox.
+                    self._on_fatal(
+                        PublishError(f"the store {describe_store(self.settings)} fails: {exc}")
+                    )
+                    return
         finally:
             state.close()
 
@@ -169,12 +194,14 @@ class Publication:
             site=self._site,
             recent=state.recent_published(RECENT_PULSES),
             on_pulse_stored=partial(self._pulse_stored, item),
+            before_write=self.lease.ensure,
         )
         failpoint("before-mark-published")
         state.mark_published(item.seq, item.time_ms)
         archive_complete_days(self.publisher, state, item.time_ms, max_age=max_age)
         self._publish_batches(item.chain_index, item.pulse_index)
         self._write_status(state, item.time_ms)
+        self._progress_at = self.clock.monotonic()
 
     def _publish_batches(self, chain_index: int, pulse_index: int) -> None:
         """Publish the raw batches that the pulses published so far have used up."""
@@ -203,9 +230,12 @@ class Publication:
             source=self.source,
             metrics=self.metrics,
         )
-        self.publisher.put_mutable(
+        self.lease.ensure()
+        put_forward(
+            self.publisher,
             STATUS_KEY,
             json.dumps(status, indent=2, sort_keys=True).encode() + b"\n",
+            behind=partial(_status_behind, status["lastPulse"]),
             content_type=JSON,
             max_age=self.seconds_to_next_boundary(),
         )
@@ -214,3 +244,12 @@ class Publication:
         self.metrics.pulse_stored(
             item.chain_index, item.pulse_index, item.time_ms, self.clock.now_ms()
         )
+
+
+def _status_behind(last_pulse: str, stored: bytes) -> bool:
+    """True when a stored ``status.json`` is about a pulse before ``last_pulse`` (or unreadable)."""
+    try:
+        previous = json.loads(stored).get("lastPulse")
+    except (ValueError, AttributeError):
+        return True
+    return not isinstance(previous, str) or previous < last_pulse

@@ -27,7 +27,7 @@ from beacon_verifier.format import format_timestamp
 from beacon.clock import Clock, boundary_at_or_before
 from beacon.config import Settings
 from beacon.entropy import EntropyDraw, EntropySource
-from beacon.errors import BeaconError, LeaseLostError, PublishError
+from beacon.errors import BeaconError, LeaseLostError, PublishError, TransientPublishError
 from beacon.faults import failpoint
 from beacon.lease import Lease, lease_ttl_ms
 from beacon.leasekeeper import LeaseKeeper
@@ -35,15 +35,18 @@ from beacon.metrics import Metrics
 from beacon.prefetch import EntropyPrefetcher, FallbackFactory
 from beacon.publication import Publication
 from beacon.publish import Publisher
+from beacon.publish.local import LocalDirPublisher
 from beacon.pulse.builder import BuildError, PulseSlot, build_pulse, next_slot
 from beacon.pulse.keys import Signer
-from beacon.reconcile import reconcile
+from beacon.reconcile import describe_store, reconcile
 from beacon.state import InstanceLock, State
 
 log = logging.getLogger("beacon")
 
 #: A tick this close before a boundary is for that boundary (timer jitter).
 EARLY_FIRE_TOLERANCE_MS = 50
+#: How long a stop keeps trying to publish what is still in the outbox.
+STOP_DRAIN_S = 3.0
 
 __all__ = ["Beacon", "FallbackFactory", "PulseSlot"]
 
@@ -79,6 +82,7 @@ class Beacon:
             raise
         self._current: EntropyDraw | None = None
         self._inherited: tuple[PulseSlot, EntropyDraw] | None = None
+        self._outbox_full = False
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
         self.metrics = Metrics(
@@ -154,6 +158,19 @@ class Beacon:
             # than compute the previous boundary and skip this pulse.
             self.clock.sleep((boundary + period - now) / 1000)
             boundary += period
+        waiting = self.state.outbox_length()
+        if waiting >= self.settings.outbox_max:
+            if not self._outbox_full:
+                log.error(
+                    "the outbox holds %d unpublished pulses (outbox_max): not signing until "
+                    "the store takes them",
+                    waiting,
+                )
+                self._outbox_full = True
+            return False
+        if self._outbox_full:
+            log.info("the outbox has room again: signing resumes")
+            self._outbox_full = False
         head = self.state.head()
         if head is not None and boundary <= head.time_ms:
             log.warning(
@@ -236,10 +253,21 @@ class Beacon:
             except LeaseLostError as exc:
                 self.lease_keeper.lose(exc)
                 return False
-            except PublishError as exc:
+            except TransientPublishError as exc:
                 log.warning("lease: cannot read the chain head from the store yet: %s", exc)
+            except PublishError as exc:
+                raise PublishError(
+                    f"the store {describe_store(self.settings)} fails: {exc}"
+                ) from exc
             if self._stop.wait(self.lease.poll_interval):
                 return False
+
+    def _remove_stray_temporaries(self) -> None:
+        """A local site: delete the temporary files a killed writer left (now we are active)."""
+        if isinstance(self.publisher, LocalDirPublisher):
+            removed = self.publisher.remove_stray_temporaries()
+            if removed:
+                log.info("removed %d temporary files left in %s", removed, self.publisher.root)
 
     def start_background(self) -> bool:
         """Take the lease, reconcile, prime entropy, start the publisher and lease threads.
@@ -249,8 +277,16 @@ class Beacon:
         scheduled pulses do not fall back only because the beacon just started;
         not after a takeover, where the chain is already waiting.
         """
-        if not self.lease_keeper.acquire(self._stop):
-            return False
+        try:
+            # A store that never answers within a period is as broken as one that refuses.
+            if not self.lease_keeper.acquire(
+                self._stop, give_up_after=self.settings.period_ms / 1000
+            ):
+                return False
+        except PublishError as exc:
+            raise PublishError(f"the store {describe_store(self.settings)} fails: {exc}") from exc
+        self._remove_stray_temporaries()
+        self.state.set_meta("period_ms", str(self.settings.period_ms))  # for `beacon status`
         if not self._reconcile():
             return False
         self.lease_keeper.start_renewing(self.publication.done)
@@ -316,9 +352,13 @@ class Beacon:
             log.exception("tick crashed")
 
     def shutdown(self) -> None:
-        """Stop ticking, let the publisher drain the outbox, release the lock."""
-        self.publication.finish(drain_for=self.settings.publish_retry_max)
-        self.lease_keeper.join()
+        """Stop ticking, let the publisher drain the outbox (briefly), release the lock.
+
+        Bounded: with the store down, a stop ends within ``STOP_DRAIN_S`` plus a
+        second, keeping the unpublished pulses in the outbox.
+        """
+        self.publication.finish(drain_for=min(self.settings.publish_retry_max, STOP_DRAIN_S))
+        self.lease_keeper.join(timeout=1)
         self.prefetcher.shutdown()
         self.state.close()
         self._lock.release()

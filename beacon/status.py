@@ -18,7 +18,7 @@ from typing import Any
 
 from beacon_verifier.format import format_timestamp
 
-from beacon.entropy import EntropySource, ReportsPool
+from beacon.entropy import OS_FALLBACK, EntropySource, ReportsPool
 from beacon.errors import EntropyError
 from beacon.metrics import Metrics
 from beacon.state import State
@@ -32,7 +32,9 @@ def state_status(state: State) -> dict[str, Any]:
     counters = state.counters()
     return {
         "pulsesEmitted": counters.get("pulses", 0),
-        "fallbacks": counters.get("fallbacks", 0),
+        # Pulses whose entropy came from the OS, whatever the reason (also a
+        # quantum source that could not be set up at all).
+        "fallbacks": counters.get(f"source:{OS_FALLBACK}", 0),
         "lastFallbackReason": state.meta("last_fallback_reason"),
         "publishRetries": counters.get("publish_retries", 0),
         "sources": {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("source:")},

@@ -66,3 +66,29 @@ def test_the_new_active_completes_a_half_published_pulse(tmp_path: Path) -> None
         assert (site / layout.time_key(pulse.time_ms)).read_bytes() == pulse.raw, index
         assert (site / pulse_page_key(1, index)).is_file(), index
         assert resolve("at_or_after", pulse.time_ms, source.get) == (1, index), index
+
+
+def test_a_resumed_active_cannot_overwrite_what_the_new_active_wrote(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    env = ENV | {"BEACON_OUT_DIR": str(site)}
+    store = dir_store(site)
+    with pair(tmp_path, env) as (a, b):
+        # a freezes with pulse DIES_AT's index writes planned but not made.
+        a.env = env | {"BEACON_FAILPOINT": f"after-index-plan:{DIES_AT}:stop"}
+        a.start()
+        wait_until("a to be active", lambda: "lease: active as" in a.text())
+        b.start()
+        wait_until("b to wait as standby", lambda: "lease: standby as" in b.text(), timeout=120)
+        wait_until("b to take over", lambda: "lease: took over from" in b.text(), timeout=120)
+        seen = store.last_index()
+        wait_until("b to publish 3 pulses", lambda: store.last_index() >= seen + 3)
+        a.signal(signal.SIGCONT)  # a finishes what it planned before the pause
+        assert a.wait() == 1, a.text()
+        wait_until("b to go on", lambda: store.last_index() >= seen + 5)
+        b.stop()
+    last = parse_pulse((site / layout.LAST_KEY).read_bytes())
+    source = LocalSource(site)
+    for index in range(1, last.pulse_index + 1):
+        pulse = parse_pulse((site / layout.pulse_key(1, index)).read_bytes())
+        assert resolve("at_or_after", pulse.time_ms, source.get) == (1, index), index
+    assert replay(site).ok
