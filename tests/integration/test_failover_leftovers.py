@@ -18,8 +18,9 @@ from beacon_verifier.format import STATUS_CHAIN_START_OR_NO_PRECOMMIT, parse_pul
 from beacon_verifier.timeindex import resolve
 
 from beacon.publish.site import pulse_page_key
-from tests.beacon_proc import replay
-from tests.integration.test_failover import dir_store, pair, wait_until
+from tests.beacon_proc import replay, run_verify
+from tests.integration.s3server import SeaweedS3Server
+from tests.integration.test_failover import Store, dir_store, pair, s3_store, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +28,13 @@ ENV = {"BEACON_ENTROPY_SOURCE": "os", "BEACON_KEY_BITS": "2048"}
 DIES_AT = 8  # late enough for the standby to be waiting under load
 
 
-def _kill_active_at(tmp_path: Path, failpoint: str) -> Path:
+def _kill_active_at(
+    tmp_path: Path, failpoint: str, env: dict[str, str] | None = None, store: Store | None = None
+) -> Path:
     """a dies at ``failpoint`` while publishing pulse DIES_AT; b takes over and goes on."""
     site = tmp_path / "site"
-    env = ENV | {"BEACON_OUT_DIR": str(site)}
-    store = dir_store(site)
+    env = env or ENV | {"BEACON_OUT_DIR": str(site)}
+    store = store or dir_store(site)
     with pair(tmp_path, env) as (a, b):
         a.env = env | {"BEACON_FAILPOINT": f"{failpoint}:{DIES_AT}"}
         a.start()
@@ -53,6 +56,32 @@ def test_an_orphan_entropy_record_does_not_wedge_the_new_active(tmp_path: Path) 
     inherited = parse_pulse((site / layout.pulse_key(1, DIES_AT)).read_bytes())
     # The record a died with opens a's precommitment: the chain lost nothing.
     assert not inherited.status_code & STATUS_CHAIN_START_OR_NO_PRECOMMIT
+
+
+def test_an_orphan_record_under_object_lock_does_not_wedge(
+    tmp_path: Path, s3_running: SeaweedS3Server, key_prefix: str
+) -> None:
+    locked = {"BEACON_S3_BUCKET": s3_running.locked_bucket, "BEACON_S3_OBJECT_LOCK_DAYS": "1"}
+    env = s3_running.beacon_env(key_prefix) | locked
+    base = s3_store(s3_running, key_prefix)
+    client = s3_running.client()
+
+    def get(key: str) -> bytes | None:
+        try:
+            body: bytes = client.get_object(
+                Bucket=s3_running.locked_bucket, Key=f"{key_prefix}/{key}"
+            )["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+        return body
+
+    store = Store(get, [f"s3://{s3_running.locked_bucket}/{key_prefix}"])
+    store.env = base.env
+    _kill_active_at(tmp_path, "after-entropy-record", env, store)
+    inherited = parse_pulse(get(layout.pulse_key(1, DIES_AT)) or b"")
+    assert not inherited.status_code & STATUS_CHAIN_START_OR_NO_PRECOMMIT
+    report = run_verify(["chain", *store.verify_args, "--json"], env=store.env)
+    assert report.returncode == 0, report.stdout + report.stderr
 
 
 def test_the_new_active_completes_a_half_published_pulse(tmp_path: Path) -> None:
