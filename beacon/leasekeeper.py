@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from beacon.errors import LeaseLostError, PublishError, TransientPublishError
@@ -23,9 +24,9 @@ class LeaseKeeper:
     """Drives ``lease`` for one beacon process; thread-safe.
 
     ``on_lost`` is called once, with the ``LeaseLostError``, when another
-    instance holds the lease. ``on_store_failure`` is called when the store
-    refuses the lease for good (a ``PublishError`` that is not transient): a
-    beacon that can never publish must not wait as a standby forever.
+    instance holds the lease. A store that refuses the lease for good (a
+    ``PublishError`` that is not transient) ends ``acquire`` with that error:
+    a beacon that can never publish must not wait as a standby forever.
     """
 
     def __init__(
@@ -59,7 +60,7 @@ class LeaseKeeper:
         """
         lease = self.lease
         announced = failing = answered = False
-        failing_for = 0.0
+        started = time.monotonic()
         while True:  # at least one attempt, even when already asked to stop (to drain)
             try:
                 if lease.try_acquire():
@@ -71,12 +72,12 @@ class LeaseKeeper:
                     )
                     announced = True
             except TransientPublishError as exc:
-                if not answered and give_up_after is not None and failing_for >= give_up_after:
+                silent_for = time.monotonic() - started
+                if not answered and give_up_after is not None and silent_for >= give_up_after:
                     raise
                 if not failing:
                     log.warning("lease: cannot read the lease, staying standby: %s", exc)
                     failing = True
-                failing_for += lease.poll_interval
             except PublishError:
                 raise
             finally:
