@@ -23,12 +23,13 @@ from beacon_verifier.format import format_timestamp
 from beacon import __version__
 from beacon.config import DEFAULT_SERVE_PORT, Settings, load_settings
 from beacon.entropy import EntropySource
-from beacon.errors import BeaconError, EntropyError
+from beacon.errors import BeaconError, ConfigError, EntropyError
 from beacon.faults import with_entropy_faults
 from beacon.lease import lease_ttl_ms
 from beacon.publish import Publisher
 from beacon.pulse.keys import KEY_FILE, Signer, init_identity, load_identity
 from beacon.state import State, read_pid
+from beacon.status import state_status
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("beacon")
@@ -51,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--period", type=float, help="seconds between pulses (default 60)")
     r.add_argument("--count", type=int, help="stop after N pulses")
     r.add_argument("--out", type=str, help="local site directory (default ./public)")
+    r.add_argument(
+        "--take-over-chain",
+        action="store_true",
+        help="continue a published chain signed by another certificate (deliberate)",
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     r.add_argument("--metrics-port", type=int, help="serve Prometheus metrics (default 0: off)")
     r.add_argument("--metrics-address", type=str, help="where metrics listen (default 127.0.0.1)")
@@ -96,6 +102,13 @@ def make_source(settings: Settings) -> EntropySource:
             shots=settings.local_shots,
         )
     except (EntropyError, ImportError) as exc:
+        if settings.entropy_source == "local":
+            # The simulator ships with the beacon: failing to set it up is a
+            # setting to fix (a mistyped local_backend), not an outage to ride out.
+            raise ConfigError(
+                f"entropy_source 'local' (local_backend {settings.local_backend!r}) "
+                f"cannot be set up: {exc}"
+            ) from None
         reason = f"{settings.entropy_source} quantum source unavailable: {exc}"
         log.warning("%s; using the OS source", reason)
         return OsSource(reason=reason)
@@ -119,6 +132,17 @@ def make_publisher(settings: Settings) -> Publisher:
     return LocalDirPublisher(settings.out_dir)
 
 
+def _check_data_dir(settings: Settings) -> None:
+    """Make sure ``data_dir`` is a writable directory (creating it 0700), or one line why not."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"data_dir {path} cannot be created: {exc.strerror}") from None
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"data_dir {path} is not a writable directory")
+
+
 def _signer_for_run(settings: Settings) -> Signer:
     """Load the identity; on a brand-new installation create it (and say so).
 
@@ -138,6 +162,7 @@ def _signer_for_run(settings: Settings) -> Signer:
 
 
 def _cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    _check_data_dir(settings)
     if args.force and (settings.data_dir / KEY_FILE).exists():
         print(
             "warning: replacing the signing key; the next pulse starts a new certificate "
@@ -178,6 +203,7 @@ def _run_beacon(settings: Settings, args: argparse.Namespace) -> int:
         raise BeaconError("--count must be at least 1")
     if settings.metrics_port:
         require_prometheus_client()  # before the identity or any pulse
+    _check_data_dir(settings)
     source = with_entropy_faults(make_source(settings))  # i26: first, it may refuse the config
     signer = _signer_for_run(settings)
     beacon = Beacon(
@@ -189,6 +215,7 @@ def _run_beacon(settings: Settings, args: argparse.Namespace) -> int:
         publisher=make_publisher(settings),
         count=args.count,
         external=make_mixer(settings),
+        take_over_chain=args.take_over_chain,
     )
     server = None
     if settings.metrics_port:
@@ -292,23 +319,20 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     state = State(settings.state_path, readonly=True)
     try:
         head = state.head()
-        counters = state.counters()
+        running = read_pid(settings.data_dir / "beacon.lock") is not None
+        # The period the running beacon uses (it records it), not this shell's settings.
+        period_ms = int(state.meta("period_ms") or settings.period_ms)
+        due = running and head is not None and not head.ended
         info: dict[str, Any] = {
-            "running": read_pid(settings.data_dir / "beacon.lock") is not None,
+            "running": running,
             "chain": head.chain_index if head else None,
             "lastPulse": head.pulse_index if head else None,
             "lastTimeStamp": format_timestamp(head.time_ms) if head else None,
             "chainEnded": head.ended if head else False,
-            "nextDue": format_timestamp(head.time_ms + settings.period_ms) if head else None,
+            "nextDue": format_timestamp(head.time_ms + period_ms) if head and due else None,
             "outbox": state.outbox_length(),
             "entropySource": settings.entropy_source,
-            "pulsesEmitted": counters.get("pulses", 0),
-            "fallbacks": counters.get("fallbacks", 0),
-            "lastFallbackReason": state.meta("last_fallback_reason"),
-            "publishRetries": counters.get("publish_retries", 0),
-            "sources": {
-                k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("source:")
-            },
+            **state_status(state),
         }
         info.update(harvest_report(settings))  # i26: pool level, last harvest and its result
     finally:
@@ -318,8 +342,19 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         width = max(len(k) for k in info)
         for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
+            print(f"{key:<{width}}  {_readable(value)}")
     return EXIT_OK
+
+
+def _readable(value: object) -> str:
+    """A status value as a person reads it: no Python reprs."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    return str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

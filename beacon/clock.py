@@ -1,4 +1,8 @@
-"""The ``Clock`` port. The tick reads it once and passes the time down."""
+"""The ``Clock`` port: wall time, monotonic time and sleeping, all injectable.
+
+The tick reads the wall clock once and passes the time down; it waits (for a
+boundary a hair away) only through ``sleep``, so a test clock sees every wait.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,14 @@ from beacon.faults import clock_offset
 class Clock(Protocol):
     def now_ms(self) -> int:
         """Unix time in milliseconds (UTC)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never steps (deadlines, backoff)."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
         ...
 
 
@@ -30,6 +42,13 @@ class SystemClock:
         if self._offset is None:
             return now
         return now + self._offset.ms()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
 
 
 def boundary_at_or_before(time_ms: int, period_ms: int) -> int:

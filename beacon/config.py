@@ -9,6 +9,7 @@ credentials come from the standard AWS chain, the IBM token from
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ from beacon.errors import ConfigError
 
 DAY_MS = 86_400_000
 DEFAULT_SERVE_PORT = 8080
+#: The longest ``name`` (it goes into the certificate's common name, at most 64 characters).
+MAX_NAME = 64
 ENTROPY_SOURCES = ("local", "ibm", "os")
 PUBLISHERS = ("local", "s3")
 IBM_CHANNELS = ("ibm_quantum_platform", "local")
@@ -84,6 +87,8 @@ class Settings:
     # The NIST REST gateway `beacon run` starts over the local site (`beacon serve`'s defaults).
     serve_port: int = 8080  # 0: `beacon run` serves nothing
     serve_address: str = "127.0.0.1"  # loopback unless opened on purpose
+    # --- issue 21: state and store ---
+    outbox_max: int = 10_000  # signed pulses kept unpublished at most; then signing pauses
 
     @property
     def period_ms(self) -> int:
@@ -141,6 +146,8 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
 
 def validate(s: Settings) -> Settings:
     """Check cross-field rules; return ``s`` or raise ``ConfigError``."""
+    if not math.isfinite(s.period):
+        raise ConfigError(f"period must be a finite number of seconds, got {s.period}")
     period_ms = s.period_ms
     if abs(s.period * 1000 - period_ms) > 1e-6:
         raise ConfigError(f"period must be a whole number of milliseconds, got {s.period}")
@@ -194,6 +201,15 @@ def validate(s: Settings) -> Settings:
     if s.base_url and not s.base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"base_url must be an http(s):// URL (it is signed into every pulse): {s.base_url!r}"
+        )
+    if s.outbox_max < 1:
+        raise ConfigError(f"outbox_max must be at least 1, got {s.outbox_max}")
+    if not s.name.strip() or len(s.name) > MAX_NAME:
+        raise ConfigError(f"name must be 1 to {MAX_NAME} characters, got {len(s.name)}")
+    segments = s.s3_prefix.strip("/").split("/") if s.s3_prefix.strip("/") else []
+    if any(not part or part.startswith(".") or "\\" in part for part in segments):
+        raise ConfigError(
+            f"s3_prefix must be plain path segments (no '..', '.x' or '//'), got {s.s3_prefix!r}"
         )
     if not 0 <= s.metrics_port <= 65535:
         raise ConfigError(f"metrics_port must be 0 (off) or 1 to 65535, got {s.metrics_port}")

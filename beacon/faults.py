@@ -2,7 +2,8 @@
 
 Failpoints: ``BEACON_FAILPOINT=name:n`` makes the n-th pass through
 ``failpoint(name)`` kill the process with SIGKILL (no cleanup, no flush),
-exactly as a power cut or the OOM killer would. Unset, a failpoint costs one
+exactly as a power cut or the OOM killer would; ``name:n:stop`` pauses it with
+SIGSTOP instead (a VM frozen mid-write), for the harness to SIGCONT it. Unset, a failpoint costs one
 dict lookup. The tests in tests/integration/test_crash_recovery.py use it to
 prove that no crash point forks the chain, repeats an index or loses a pulse.
 
@@ -42,16 +43,19 @@ OFFSET_REFRESH_S = 0.1
 log = logging.getLogger("beacon")
 
 _SPEC = os.environ.get("BEACON_FAILPOINT", "")
-_NAME, _, _COUNT = _SPEC.partition(":")
+_NAME, _, _REST = _SPEC.partition(":")
+_COUNT, _, _ACTION = _REST.partition(":")
 _remaining = {_NAME: int(_COUNT or "1")} if _NAME else {}
+#: ``name:n:stop`` pauses the process (SIGSTOP) instead, for a harness to resume it.
+_SIGNAL = signal.SIGSTOP if _ACTION == "stop" else signal.SIGKILL
 
 
 def failpoint(name: str) -> None:
-    """Kill this process with SIGKILL if ``name`` is armed and its count is reached."""
+    """Kill (or pause) this process if ``name`` is armed and its count is reached."""
     if name in _remaining:
         _remaining[name] -= 1
-        if _remaining[name] <= 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if _remaining[name] == 0:
+            os.kill(os.getpid(), _SIGNAL)
 
 
 def fault_dir() -> Path | None:

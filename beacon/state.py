@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +185,7 @@ class State:
         rows = self._db.execute(
             "SELECT seq, chain_index, pulse_index, time_ms, pulse, record, kind, links, "
             "cosignature "
-            "FROM outbox ORDER BY seq LIMIT ?",
+            "FROM outbox ORDER BY chain_index, pulse_index LIMIT ?",
             (limit,),
         )
         return [_item(r) for r in rows]
@@ -211,6 +211,42 @@ class State:
             (limit,),
         )
         return [_item(r) for r in rows]
+
+    def pulse_at(self, chain_index: int, pulse_index: int) -> bytes | None:
+        """The bytes of pulse ``chain_index/pulse_index`` if the state still holds it."""
+        for table in ("outbox", "published"):
+            row = self._db.execute(
+                f"SELECT pulse FROM {table} WHERE chain_index=? AND pulse_index=?",  # noqa: S608
+                (chain_index, pulse_index),
+            ).fetchone()
+            if row is not None:
+                return bytes(row[0])
+        return None
+
+    def held_after(self, chain_index: int, pulse_index: int) -> list[tuple[int, int]]:
+        """(chain, index) of every pulse held after ``chain_index/pulse_index``, in order."""
+        rows = self._db.execute(
+            "SELECT chain_index, pulse_index FROM outbox WHERE (chain_index, pulse_index) > (?, ?) "
+            "UNION SELECT chain_index, pulse_index FROM published "
+            "WHERE (chain_index, pulse_index) > (?, ?) ORDER BY 1, 2",
+            (chain_index, pulse_index, chain_index, pulse_index),
+        )
+        return [(int(c), int(p)) for c, p in rows]
+
+    def published_head(self) -> tuple[int, int] | None:
+        """The highest (chain, index) this state ever saw confirmed by a store, or None."""
+        found = []
+        text = self.meta("published_head")
+        if text is not None:
+            chain, _, index = text.partition("/")
+            found.append((int(chain), int(index)))
+        row = self._db.execute(
+            "SELECT chain_index, pulse_index FROM published "
+            "ORDER BY chain_index DESC, pulse_index DESC LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            found.append((int(row[0]), int(row[1])))
+        return max(found) if found else None
 
     def outbox_length(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
@@ -277,14 +313,63 @@ class State:
     def mark_published(self, seq: int, time_ms: int) -> None:
         """Move a confirmed pulse from the outbox to the pulses kept until their day is archived."""
         with self._tx() as db:
+            row = db.execute(
+                "SELECT chain_index, pulse_index FROM outbox WHERE seq=?", (seq,)
+            ).fetchone()
+            highest = self.published_head() or (0, 0)
             db.execute(
                 "INSERT OR IGNORE INTO published SELECT chain_index, pulse_index, time_ms, "
                 "pulse, record, kind, links, cosignature FROM outbox WHERE seq=?",
                 (seq,),
             )
+            if row is not None and (int(row[0]), int(row[1])) > highest:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('published_head', ?)",
+                    (f"{row[0]}/{row[1]}",),
+                )
             db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('last_published_ms', ?)", (str(time_ms),)
+            )
+
+    def requeue_published(self, chain_index: int, pulse_index: int) -> int:
+        """Put the published pulses after ``chain_index/pulse_index`` back in the outbox.
+
+        For a store that is behind this state (a new or emptied out dir): they
+        are published again, in order, before anything new. Returns how many.
+        """
+        with self._tx() as db:
+            moved = db.execute(
+                "INSERT INTO outbox (chain_index, pulse_index, time_ms, pulse, record, kind, "
+                "links, cosignature) SELECT chain_index, pulse_index, time_ms, pulse, record, "
+                "kind, links, cosignature FROM published WHERE (chain_index, pulse_index) > (?, ?)",
+                (chain_index, pulse_index),
+            ).rowcount
+            db.execute(
+                "DELETE FROM published WHERE (chain_index, pulse_index) > (?, ?)",
+                (chain_index, pulse_index),
+            )
+        return int(moved)
+
+    def enqueue(self, items: Sequence[OutboxItem]) -> None:
+        """Queue pulses read back from the store, so their derived objects are completed."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO outbox (chain_index, pulse_index, time_ms, pulse, record, "
+                "kind, links, cosignature) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        i.chain_index,
+                        i.pulse_index,
+                        i.time_ms,
+                        i.pulse,
+                        i.record,
+                        i.kind,
+                        json.dumps(i.links, sort_keys=True),
+                        i.cosignature,
+                    )
+                    for i in items
+                ],
             )
 
     def adopt_head(self, head: ChainHead) -> int:

@@ -37,7 +37,13 @@ drained after an outage are never "last" and are not measured (their count is
 printed). The figures are given for all measured pulses and for undisturbed
 ones (no fault within 10 s before their timeStamp).
 
+The final check also proves the derived objects complete (every pulse has its
+time alias, its page, and the time index answers it for its timeStamp) and
+that no index holds two different pulses across every store the run used (the
+store, and the pulses each instance's state saw confirmed by a store).
+
 Exit status 1 when pulses were lost, a fork was seen, a gap is unmarked, a
+derived object is missing, an index has two published pulses, a
 takeover took more than two periods (kill to the "took over" log line), a
 traceback was logged, or the verifier failed. Logs of every
 instance run stay under ``--out`` (default build/soak).
@@ -71,9 +77,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "verifier")]
 
 from beacon_verifier import layout  # noqa: E402
+from beacon_verifier.errors import FetchError  # noqa: E402
 from beacon_verifier.format import parse_timestamp  # noqa: E402
+from beacon_verifier.timeindex import resolve  # noqa: E402
 
 from beacon.faults import CLOCK_OFFSET_FILE, ENTROPY_FAIL_FILE, FAULT_DIR_ENV  # noqa: E402
+from beacon.publish.site import pulse_page_key  # noqa: E402
+from beacon.state import State  # noqa: E402
 from tests.integration.s3server import SeaweedS3Server, find_weed  # noqa: E402
 
 PREFIX = "soak"
@@ -549,6 +559,65 @@ def read_chain(server: SeaweedS3Server) -> dict[int, tuple[dict[str, Any], dict[
         return dict(pool.map(fetch, sorted(indices)))
 
 
+def derived_holes(
+    server: SeaweedS3Server, chain: dict[int, tuple[dict[str, Any], dict[str, Any]]]
+) -> list[str]:
+    """Pulses whose derived objects are missing: time alias, page, time-index entry."""
+    client = server.client()
+
+    def get(key: str) -> bytes | None:
+        try:
+            body: bytes = client.get_object(Bucket=server.bucket, Key=f"{PREFIX}/{key}")[
+                "Body"
+            ].read()
+        except client.exceptions.NoSuchKey:
+            return None
+        return body
+
+    def check(index: int) -> list[str]:
+        stamp = parse_timestamp(chain[index][0]["timeStamp"])
+        pulse = get(layout.pulse_key(1, index))
+        holes = []
+        if get(layout.time_key(stamp)) != pulse:
+            holes.append(f"{index}: time alias")
+        if get(pulse_page_key(1, index)) is None:
+            holes.append(f"{index}: page")
+        found: object
+        try:
+            found = resolve("at_or_after", stamp, get)
+        except FetchError as exc:
+            found = str(exc)
+        if found != (1, index):
+            holes.append(f"{index}: time index answers {found}")
+        return holes
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [hole for holes in pool.map(check, sorted(chain)) for hole in holes]
+
+
+def state_conflicts(
+    soak: Soak, chain: dict[int, tuple[dict[str, Any], dict[str, Any]]]
+) -> list[int]:
+    """Indexes where a pulse some instance's state saw confirmed by a store differs from
+    the store's: one key, two published pulses for one index, across every store used."""
+    conflicts = set()
+    for instance in soak.instances:
+        path = instance.data_dir / "state.sqlite"
+        if not path.exists():
+            continue
+        state = State(path, readonly=True)
+        try:
+            for item in state.recent_published(10**9):
+                if item.chain_index != 1 or item.pulse_index not in chain:
+                    continue
+                held = json.loads(item.pulse)["pulse"]["outputValue"]
+                if held != chain[item.pulse_index][0]["outputValue"]:
+                    conflicts.add(item.pulse_index)
+        finally:
+            state.close()
+    return sorted(conflicts)
+
+
 def run_verify(server: SeaweedS3Server) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BEACON_", "AWS_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "verifier")])
@@ -601,6 +670,8 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
     period_ms = round(soak.period * 1000)
     chain = read_chain(soak.server)
     verify = run_verify(soak.server)
+    holes = derived_holes(soak.server, chain)
+    two_pulses = state_conflicts(soak, chain)
     indices = sorted(chain)
     runs = [(i.name, r) for i in soak.instances for r in i.runs]
 
@@ -723,6 +794,10 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
         failures.append(f"{len(crashes)} tracebacks logged")
     if not verify.get("ok"):
         failures.append(f"beacon-verify chain failed (exit {verify['exitCode']})")
+    if holes:
+        failures.append(f"{len(holes)} derived objects missing")
+    if two_pulses:
+        failures.append(f"{len(two_pulses)} indexes with two published pulses")
 
     return {
         "minutes": soak.duration / 60,
@@ -733,6 +808,8 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
         "pulsesLost": len(lost),
         "lostIndices": lost[:20],
         "forks": forks,
+        "holes": {"count": len(holes), "first": holes[:10]},
+        "twoPublishedPulses": two_pulses[:20],
         "forkLines": fork_lines[:10],
         "conflictingOutputs": conflicting[:10],
         "reissued": {"indices": reissued[:20], "count": len(reissued), "droppedLogged": dropped},
@@ -790,6 +867,8 @@ def print_summary(s: dict[str, Any]) -> None:
         f"indices committed by two instances {s['reissued']['indices'] or ''}; "
         f"{s['reissued']['droppedLogged']} unpublished pulses dropped per logs)"
     )
+    print(f"derived holes         {s['holes']['count']} {s['holes']['first'] or ''}")
+    print(f"two published pulses  {len(s['twoPublishedPulses'])} {s['twoPublishedPulses'] or ''}")
     print(f"fallbacks disclosed   {s['fallbacksDisclosed']} {s['fallbackReasons']}")
     print(f"clock waits logged    {s['clockWaits']}")
     print(f"unplanned takeovers   {len(s['unplannedTakeovers'])} {s['unplannedTakeovers'] or ''}")

@@ -49,11 +49,20 @@ class Publisher(Protocol):
         """The bytes under ``key`` and a tag that changes with every write, or None."""
         ...
 
-    def put_if(self, key: str, data: bytes, *, version: str | None) -> str:
+    def put_if(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: str | None,
+        content_type: str = JSON,
+        max_age: int | None = None,
+    ) -> str:
         """Replace ``key`` only if its tag is still ``version`` (None: only if absent).
 
         Atomic in the store (S3 ``If-Match`` / ``If-None-Match``, a lock on a
-        directory); readers see the old or the new bytes, never cached. Returns
+        directory); readers see the old or the new bytes; never cached unless
+        ``max_age`` is given (then like ``put_mutable``). Returns
         the new tag. Raises ``ConditionFailedError`` when the object was written
         by someone else meanwhile, ``PublishError`` when the store fails.
         """

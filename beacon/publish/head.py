@@ -100,11 +100,17 @@ def _anchors(publisher: Publisher, head: Pulse) -> dict[str, Anchor]:
 def published_item(publisher: Publisher, chain: int, index: int) -> OutboxItem | None:
     """Pulse ``chain/index`` as published, with its entropy record and co-signature, or None.
 
-    ``links`` is left empty: day pages and archives do not need it.
+    ``links`` is read back from the pulse's skip-list link URIs, so the pulse's
+    page renders to the bytes its first publisher wrote.
     """
     pulse = _pulse(publisher, layout.pulse_key(chain, index))
     if pulse is None:
         return None
+    links = {
+        link.type: _linked_index(link.uri, link.type)
+        for link in pulse.list_values
+        if link.type in SKIP_LINK_TYPES and link.uri is not None
+    }
     assert pulse.raw is not None  # parse_pulse keeps the bytes it parsed
     record = publisher.get(layout.entropy_record_key(chain, index)) or b""
     try:
@@ -119,7 +125,7 @@ def published_item(publisher: Publisher, chain: int, index: int) -> OutboxItem |
         pulse=pulse.raw,
         record=record,
         kind=kind,
-        links={},
+        links=links,
         cosignature=publisher.get(layout.pq_signature_key(chain, index)),
     )
 

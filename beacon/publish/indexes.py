@@ -51,8 +51,10 @@ from beacon_verifier.timeindex import (
     parse_hour_index,
 )
 
-from beacon.errors import PublishError
+from beacon.errors import ConditionFailedError, PublishError, TransientPublishError
+from beacon.faults import failpoint
 from beacon.publish import JSON, Publisher
+from beacon.publish.conditional import ATTEMPTS, VersionedReads
 
 __all__ = [
     "INDEX_MAX_AGE",
@@ -182,13 +184,33 @@ def build_indexes(entries: Iterable[TimeEntry]) -> dict[str, bytes]:
     return out
 
 
-def update_indexes(publisher: Publisher, new: TimeEntry, *, max_age: int = INDEX_MAX_AGE) -> int:
+def update_indexes(
+    publisher: Publisher,
+    new: TimeEntry,
+    *,
+    max_age: int = INDEX_MAX_AGE,
+    before_write: Callable[[], None] | None = None,
+) -> int:
     """Add ``new`` to the time index on ``publisher``; returns the number of writes made.
+
+    Every write is conditional on the version its plan read
+    (``beacon.publish.conditional``): when another writer changed an object
+    meanwhile, the update is planned again from what the store then holds.
+    ``before_write`` runs before each write (the lease check).
 
     Raises ``PublishError`` (from planning or from the store). Safe to call again
     after a failure: it resumes where the store stands.
     """
-    writes = plan_index_update(new, publisher.get)
-    for key, data in writes:
-        publisher.put_mutable(key, data, content_type=JSON, max_age=max_age)
-    return len(writes)
+    for _ in range(ATTEMPTS):
+        reads = VersionedReads(publisher)
+        writes = plan_index_update(new, reads.get)
+        failpoint("after-index-plan")
+        try:
+            for key, data in writes:
+                if before_write is not None:
+                    before_write()
+                reads.put(key, data, content_type=JSON, max_age=max_age)
+        except ConditionFailedError:
+            continue
+        return len(writes)
+    raise TransientPublishError(f"the time index kept changing while indexing {new}")

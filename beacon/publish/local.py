@@ -18,25 +18,36 @@ Conditional writes (``put_if``, the failover lease) hold an exclusive
 equivalent of S3's ``If-Match``, for instances on one host or one shared
 filesystem with working locks. The version tag is the SHA-256 of the bytes.
 
-Deliberately not here: retries (the outbox retries).
+Errors: ``PublishError`` when retrying cannot help (not a directory, no
+permission, read-only), ``TransientPublishError`` otherwise (a full disk, I/O
+errors). Deliberately not here: retries (the outbox retries).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from beacon.errors import AlreadyPublishedError, ConditionFailedError, PublishError
+from beacon.errors import (
+    AlreadyPublishedError,
+    ConditionFailedError,
+    PublishError,
+    TransientPublishError,
+)
 
 __all__ = ["LocalDirPublisher", "validate_key"]
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
 _TMP_PREFIX = ".tmp-"
+#: How long a conditional write waits for another writer's directory lock.
+LOCK_WAIT_S = 2.0
 _MAX_KEY_BYTES = 1024  # S3's limit, so a key valid here is valid in every store
 
 
@@ -76,6 +87,29 @@ def _describe(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+#: Filesystem errors that retrying cannot cure (a path that is not a writable directory).
+_PERMANENT_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.ENOENT,
+        errno.ENAMETOOLONG,
+        errno.EINVAL,
+        errno.ELOOP,
+    }
+)
+
+
+def _error(exc: OSError, what: str) -> PublishError:
+    """``PublishError`` if permanent, else ``TransientPublishError`` (e.g. a full disk)."""
+    cls = PublishError if exc.errno in _PERMANENT_ERRNOS else TransientPublishError
+    return cls(f"{what}: {_describe(exc)}")
+
+
 class LocalDirPublisher:
     """Publishes under ``root``; the key ``a/b/c`` is the file ``root/a/b/c``.
 
@@ -101,6 +135,8 @@ class LocalDirPublisher:
         """Create ``directory`` and missing parents as 0755, fsyncing each new entry."""
         if directory.is_dir():
             return
+        if self.root.exists() and not self.root.is_dir():
+            raise PublishError(f"{self.root} is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
         current = self.root
         for part in directory.relative_to(self.root).parts:
@@ -153,7 +189,7 @@ class LocalDirPublisher:
                 temp.unlink(missing_ok=True)
             _fsync_dir(path.parent)
         except OSError as exc:
-            raise PublishError(f"cannot create {path}: {_describe(exc)}") from exc
+            raise _error(exc, f"cannot create {path}") from exc
         if existing is not None and existing != data:
             raise AlreadyPublishedError(
                 f"{key} is already published with different bytes "
@@ -176,10 +212,24 @@ class LocalDirPublisher:
                 raise
             _fsync_dir(path.parent)
         except OSError as exc:
-            raise PublishError(f"cannot write {path}: {_describe(exc)}") from exc
+            raise _error(exc, f"cannot write {path}") from exc
 
-    def put_if(self, key: str, data: bytes, *, version: str | None) -> str:
+    def put_if(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: str | None,
+        content_type: str = "",
+        max_age: int | None = None,
+    ) -> str:
         """Replace ``key`` only if its SHA-256 is ``version`` (None: only if absent).
+
+        ``content_type`` and ``max_age`` are not stored. The new bytes are
+        written and fsynced before the lock is taken; under the lock only the
+        comparison and the rename happen, so an instance frozen mid-write
+        (SIGSTOP, a paused VM) almost never holds it, and waiting for it is
+        bounded (``LOCK_WAIT_S``, then ``TransientPublishError``).
 
         Returns the new version. Raises ``ConditionFailedError`` when the file is
         in another version, ``PublishError`` on a filesystem failure.
@@ -187,21 +237,43 @@ class LocalDirPublisher:
         path = self.path_for(key)
         try:
             self._make_dirs(path.parent)
-            root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            temp = self._write_temp(path.parent, path.name, data)
             try:
-                fcntl.flock(root, fcntl.LOCK_EX)
-                current = self.get_versioned(key)
-                found = None if current is None else current[1]
-                if found != version:
-                    raise ConditionFailedError(
-                        f"{path} is at version {found or 'absent'}, not {version or 'absent'}"
-                    )
-                self.put_mutable(key, data, content_type="", max_age=0)
+                root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    _lock(root, self.root)
+                    current = self.get_versioned(key)
+                    found = None if current is None else current[1]
+                    if found != version:
+                        raise ConditionFailedError(
+                            f"{path} is at version {found or 'absent'}, not {version or 'absent'}"
+                        )
+                    os.replace(temp, path)
+                finally:
+                    os.close(root)  # releases the lock
             finally:
-                os.close(root)  # releases the lock
+                temp.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
         except OSError as exc:
-            raise PublishError(f"cannot write {path}: {_describe(exc)}") from exc
+            raise _error(exc, f"cannot write {path}") from exc
         return hashlib.sha256(data).hexdigest()
+
+    def remove_stray_temporaries(self) -> int:
+        """Delete ``.tmp-*`` files a killed writer left behind; returns how many.
+
+        Only for the instance holding the lease, before it publishes: another
+        writer's temporary file may be in use only while that writer is active.
+        """
+        removed = 0
+        try:
+            for dirpath, _dirnames, filenames in os.walk(self.root):
+                for name in filenames:
+                    if name.startswith(_TMP_PREFIX):
+                        Path(dirpath, name).unlink(missing_ok=True)
+                        removed += 1
+        except OSError as exc:
+            raise _error(exc, f"cannot clean {self.root}") from exc
+        return removed
 
     # --- reads ------------------------------------------------------------------
 
@@ -216,7 +288,7 @@ class LocalDirPublisher:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as exc:
-            raise PublishError(f"cannot read {path}: {_describe(exc)}") from exc
+            raise _error(exc, f"cannot read {path}") from exc
 
     def get_versioned(self, key: str) -> tuple[bytes, str] | None:
         """The bytes under ``key`` and their SHA-256 (the version), or None."""
@@ -245,8 +317,23 @@ class LocalDirPublisher:
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
-            raise PublishError(f"cannot list {start}: {_describe(exc)}") from exc
+            raise _error(exc, f"cannot list {start}") from exc
         yield from sorted(keys)
+
+
+def _lock(fd: int, root: Path) -> None:
+    """Take the exclusive lock on the directory ``fd``, waiting at most ``LOCK_WAIT_S``."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TransientPublishError(
+                    f"{root} is locked by another writer for over {LOCK_WAIT_S} s"
+                ) from None
+            time.sleep(0.01)
 
 
 def _raise(exc: OSError) -> None:

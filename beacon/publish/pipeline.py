@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from itertools import groupby
 
 from beacon_verifier import layout
+from beacon_verifier.errors import PulseFormatError
+from beacon_verifier.format import parse_pulse
 from beacon_verifier.timeindex import TimeEntry
 
 from beacon.entropy import RawBatch
@@ -35,6 +37,7 @@ from beacon.publish.archives import (
     build_day_archive,
     build_pq_archive,
 )
+from beacon.publish.conditional import put_forward
 from beacon.publish.draw_page import render_draw_page
 from beacon.publish.head import complete_day
 from beacon.publish.indexes import update_indexes
@@ -105,16 +108,22 @@ def publish_item(
     site: SiteInfo,
     recent: Sequence[OutboxItem],
     on_pulse_stored: Callable[[], None] | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> None:
     """Write every object of one pulse, immutable ones first, then the ``last`` pointers.
 
     ``recent`` are pulses published before it, newest first, for the home page,
     which is written last, with the ``last`` pointers' ``last_max_age``.
     ``on_pulse_stored`` is called once the store has confirmed the pulse object
-    (the publish-latency metric's end point).
+    (the publish-latency metric's end point); ``before_write`` before each
+    mutable write (the lease check). The mutable writes never go back: the
+    ``last`` pointers only move forward (``put_forward``), index writes are
+    conditional on the versions they were planned from, and the home page is
+    written only while ``last`` names this pulse.
     """
     c, p = item.chain_index, item.pulse_index
     publisher.put_immutable(layout.entropy_record_key(c, p), item.record, content_type=JSON)
+    failpoint("after-entropy-record")
     publisher.put_immutable(layout.pulse_key(c, p), item.pulse, content_type=JSON)
     if on_pulse_stored is not None:
         on_pulse_stored()
@@ -123,11 +132,38 @@ def publish_item(
     failpoint("mid-publish")
     publisher.put_immutable(layout.time_key(item.time_ms), item.pulse, content_type=JSON)
     publisher.put_immutable(*render_pulse_page(item), content_type=HTML)
-    update_indexes(publisher, TimeEntry(time_ms=item.time_ms, chain=c, pulse=p))
+    update_indexes(
+        publisher, TimeEntry(time_ms=item.time_ms, chain=c, pulse=p), before_write=before_write
+    )
+    position = (c, p)
     for key in (layout.chain_last_key(c), layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY):
-        publisher.put_mutable(key, item.pulse, content_type=JSON, max_age=last_max_age)
-    home, page = render_home(site, item, recent, refresh_s=last_max_age)
-    publisher.put_mutable(home, page, content_type=HTML, max_age=last_max_age)
+        if before_write is not None:
+            before_write()
+        put_forward(
+            publisher,
+            key,
+            item.pulse,
+            behind=lambda stored: stored_position(stored) < position,
+            content_type=JSON,
+            max_age=last_max_age,
+        )
+    # The home page follows ``last``: written only while ``last`` names this pulse.
+    if stored_position(publisher.get(layout.LAST_KEY)) == position:
+        if before_write is not None:
+            before_write()
+        home, page = render_home(site, item, recent, refresh_s=last_max_age)
+        publisher.put_mutable(home, page, content_type=HTML, max_age=last_max_age)
+
+
+def stored_position(pulse: bytes | None) -> tuple[int, int]:
+    """(chain, index) of a stored pulse; (0, 0) for none or for bytes that are not a pulse."""
+    if pulse is None:
+        return (0, 0)
+    try:
+        parsed = parse_pulse(pulse)
+    except PulseFormatError:
+        return (0, 0)
+    return (parsed.chain_index, parsed.pulse_index)
 
 
 def publish_batch(publisher: Publisher, batch: RawBatch) -> None:

@@ -287,10 +287,19 @@ class S3Publisher:
                 raise
             raise error from exc
 
-    def put_if(self, key: str, data: bytes, *, version: str | None) -> str:
+    def put_if(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: str | None,
+        content_type: str = "application/json",
+        max_age: int | None = None,
+    ) -> str:
         """Replace ``key`` only if its ETag is ``version`` (None: only if absent).
 
-        Never cached (``Cache-Control: no-store``). Returns the new ETag. Raises
+        ``Cache-Control: no-store`` unless ``max_age`` is given (then
+        ``public, max-age={max_age}``, as ``put_mutable``). Returns the new ETag. Raises
         ``ConditionFailedError`` on 412 (or 404 when a version was expected),
         ``TransientPublishError`` / ``PublishError`` when the store fails.
         """
@@ -301,8 +310,8 @@ class S3Publisher:
                 Bucket=self.bucket,
                 Key=name,
                 Body=data,
-                ContentType="application/json",
-                CacheControl="no-store",
+                ContentType=content_type,
+                CacheControl="no-store" if max_age is None else f"public, max-age={max_age}",
                 **condition,
             )
         except Exception as exc:

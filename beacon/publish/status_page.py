@@ -14,15 +14,18 @@ midnight the home page still lists the last pulses, not one or two).
 
 from __future__ import annotations
 
+import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from beacon_verifier import layout
 from beacon_verifier.format import format_timestamp, parse_pulse
 
 from beacon.publish import JSON, Publisher
 from beacon.publish.charts import Series, bar_chart, timeline
+from beacon.publish.conditional import put_forward
 from beacon.publish.health import (
     DAY_MS,
     HEALTH_KEY,
@@ -36,6 +39,7 @@ from beacon.publish.health import (
     load_status,
     site_health,
 )
+from beacon.publish.pipeline import stored_position
 from beacon.publish.site import (
     HTML,
     RECENT_PULSES,
@@ -267,6 +271,7 @@ class SiteHealthPublisher:
         now_ms: int,
         max_age: int,
         recent: Sequence[OutboxItem] = (),
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         """Count ``item`` (just published, its ``status.json`` written) and rewrite the
         history, ``status/health.json``, ``status.html`` and the home page, which lists
@@ -288,13 +293,52 @@ class SiteHealthPublisher:
             period_ms=self.site.period_ms,
             last_latency_ms=latency_ms,
         )
-        publisher.put_mutable(HISTORY_KEY, self.history.to_bytes(), content_type=JSON, max_age=0)
-        publisher.put_mutable(HEALTH_KEY, health.to_bytes(), content_type=JSON, max_age=max_age)
+        # Like `last` and status.json, these only move forward (an instance that lost
+        # the lease while paused cannot set them back), and the pages follow `last`.
+        position = (item.time_ms, item.chain_index, item.pulse_index)
+        check = before_write or (lambda: None)
+        check()
+        put_forward(
+            publisher,
+            HISTORY_KEY,
+            self.history.to_bytes(),
+            behind=lambda stored: _history_behind(stored, position),
+            content_type=JSON,
+            max_age=0,
+        )
+        check()
+        put_forward(
+            publisher,
+            HEALTH_KEY,
+            health.to_bytes(),
+            behind=lambda stored: _health_behind(stored, item.time_ms),
+            content_type=JSON,
+            max_age=max_age,
+        )
+        if stored_position(publisher.get(layout.LAST_KEY)) != (item.chain_index, item.pulse_index):
+            return  # a later pulse is out: its own pages are (or will be) written
         key, page = render_status_page(
             self.site, self.history, status, health, now_ms=now_ms, latest=item
         )
+        check()
         publisher.put_mutable(key, page, content_type=HTML, max_age=max_age)
         top = latest[0]  # never list an older pulse as the latest
         if (top.chain_index, top.pulse_index) == (item.chain_index, item.pulse_index):
             key, page = render_home(self.site, item, latest, refresh_s=max_age, health=health)
+            check()
             publisher.put_mutable(key, page, content_type=HTML, max_age=max_age)
+
+
+def _history_behind(stored: bytes, position: tuple[int, int, int]) -> bool:
+    """True when the stored history recorded nothing at or after ``position``."""
+    last = HealthHistory.from_bytes(stored).last
+    return last is None or tuple(last) < position
+
+
+def _health_behind(stored: bytes, time_ms: int) -> bool:
+    """True when the stored strip is about a pulse before ``time_ms`` (or unreadable)."""
+    try:
+        last = json.loads(stored).get("lastPulseMs")
+    except (ValueError, AttributeError):
+        return True
+    return not isinstance(last, int) or last < time_ms

@@ -96,6 +96,31 @@ class BuiltPulse:
     cosignature: bytes | None = None  # the ML-DSA-65 co-signature object, when co-signing
 
 
+@dataclass(frozen=True, slots=True)
+class PulseSlot:
+    """The chain and index of a pulse."""
+
+    chain_index: int
+    pulse_index: int
+
+    def following(self) -> PulseSlot:
+        """The slot after this one in the same chain."""
+        return PulseSlot(self.chain_index, self.pulse_index + 1)
+
+
+def next_slot(head: ChainHead | None, new_chain_index: int = 1) -> PulseSlot:
+    """The one rule for the (chain, index) of the pulse after ``head``.
+
+    Pulse 1 of ``new_chain_index`` with no head; pulse 1 of the next chain after
+    a head that ended its chain; otherwise the next index of the head's chain.
+    """
+    if head is None:
+        return PulseSlot(new_chain_index, 1)
+    if head.ended:
+        return PulseSlot(head.chain_index + 1, 1)
+    return PulseSlot(head.chain_index, head.pulse_index + 1)
+
+
 class BuildError(ValueError):
     """The inputs do not allow a next pulse (e.g. a time at or before the last pulse)."""
 
@@ -129,9 +154,9 @@ def build_pulse(
         raise BuildError(f"{time_ms} is not on a {period_ms} ms boundary")
     status = STATUS_CHAIN_END if final else 0
     new_chain = head is None or head.ended
+    slot = next_slot(head, new_chain_index)
+    chain, index = slot.chain_index, slot.pulse_index
     if new_chain:
-        chain = new_chain_index if head is None else head.chain_index + 1
-        index = 1
         status |= STATUS_CHAIN_START_OR_NO_PRECOMMIT
         links = tuple(ListValue(uri=None, type=t, value=ZERO_HASH) for t in LINK_TYPES)
     else:
@@ -141,7 +166,6 @@ def build_pulse(
                 f"time {format_timestamp(time_ms)} is not after the last pulse "
                 f"{format_timestamp(head.time_ms)}"
             )
-        chain, index = head.chain_index, head.pulse_index + 1
         if hashlib.sha512(local_random_value).digest() != head.precommitment_value:
             status |= STATUS_CHAIN_START_OR_NO_PRECOMMIT
         if time_ms - head.time_ms > period_ms:

@@ -105,3 +105,25 @@ def test_external_settings(tmp_path: Path) -> None:
             load_settings(environ=bad)
     # "none" needs no relay
     assert load_settings(environ={"BEACON_EXTERNAL_SOURCE": "none", "BEACON_DRAND_URLS": ""})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BEACON_PERIOD": "nan"}, "period must be a finite number"),
+        ({"BEACON_PERIOD": "inf"}, "period must be a finite number"),
+        ({"BEACON_NAME": ""}, "name must be 1 to 64 characters"),
+        ({"BEACON_NAME": "x" * 65}, "name must be 1 to 64 characters"),
+        ({"BEACON_S3_PREFIX": "../x"}, "s3_prefix must be plain path segments"),
+        ({"BEACON_S3_PREFIX": "a//b"}, "s3_prefix must be plain path segments"),
+        ({"BEACON_OUTBOX_MAX": "0"}, "outbox_max must be at least 1"),
+    ],
+)
+def test_bad_values_issue_21(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(environ=env)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_plain_prefix_is_fine() -> None:
+    assert load_settings(environ={"BEACON_S3_PREFIX": "/beacon/prod/"}).s3_prefix == "/beacon/prod/"

@@ -16,6 +16,8 @@ from beacon.config import Settings
 from beacon.entropy import EntropyDraw
 from beacon.entropy.os_source import OsSource
 from beacon.errors import EntropyError, StateError
+from beacon.publish import Publisher
+from beacon.publish.local import LocalDirPublisher
 from beacon.pulse.keys import Signer
 from beacon.service import Beacon
 from tests.beacon_proc import replay
@@ -29,6 +31,12 @@ class FakeClock:
 
     def now_ms(self) -> int:
         return self.now
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0, round(seconds * 1000))
 
 
 class FailingSource:
@@ -52,9 +60,13 @@ class SlowSource:
         return OsSource(f"slow source answered {pulse_index}").draw(chain_index, pulse_index)
 
 
-def make(tmp_path: Path, signer: Signer, clock: FakeClock, source: object = None) -> Beacon:
-    from beacon.publish.local import LocalDirPublisher
-
+def make(
+    tmp_path: Path,
+    signer: Signer,
+    clock: FakeClock,
+    source: object = None,
+    publisher: Publisher | None = None,
+) -> Beacon:
     settings = Settings(data_dir=tmp_path / "data", out_dir=tmp_path / "site", period=60)
     return Beacon(
         settings=settings,
@@ -62,17 +74,16 @@ def make(tmp_path: Path, signer: Signer, clock: FakeClock, source: object = None
         clock=clock,
         source=source or OsSource("configured"),  # type: ignore[arg-type]
         fallback=OsSource,
-        publisher=LocalDirPublisher(settings.out_dir),
+        publisher=publisher or LocalDirPublisher(settings.out_dir),
     )
 
 
 def wait_prepared(beacon: Beacon) -> None:
-    if beacon._prepared is not None:
-        beacon._prepared[1].exception(timeout=10)
+    beacon.prefetcher.wait(timeout=10)
 
 
 def drain(beacon: Beacon) -> None:
-    beacon.start_background() if beacon._publisher_thread is None else None
+    beacon.start_background() if beacon.publication.thread is None else None
     beacon.shutdown()
 
 
@@ -263,20 +274,18 @@ def test_state_file_is_private(tmp_path: Path) -> None:
 def test_a_crashing_publisher_stops_the_beacon_and_keeps_the_outbox(
     tmp_path: Path, signer: Signer
 ) -> None:
-    from beacon.publish.local import LocalDirPublisher
-
     class Buggy(LocalDirPublisher):
         def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
             raise RuntimeError("a bug")
 
-    beacon = make(tmp_path, signer, FakeClock(T0))
-    beacon.publisher = Buggy(tmp_path / "site")
+    beacon = make(tmp_path, signer, FakeClock(T0), publisher=Buggy(tmp_path / "site"))
     beacon.prime()
     assert beacon.tick()
     assert beacon.start_background()
-    assert beacon._publisher_thread is not None
-    beacon._publisher_thread.join(timeout=10)
-    assert not beacon._publisher_thread.is_alive()
+    thread = beacon.publication.thread
+    assert thread is not None
+    thread.join(timeout=10)
+    assert not thread.is_alive()
     assert beacon._stop.is_set()
     assert "publisher crashed (RuntimeError)" in str(beacon._fatal)
     assert beacon.state.outbox_length() == 1

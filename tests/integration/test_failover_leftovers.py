@@ -1,0 +1,123 @@
+"""Failover leaves nothing behind (issue 21, C and D), with real processes.
+
+C: the active dies between its entropy record N and pulse N; the new active
+must not wedge on the orphan record (it inherits it). D: the active dies
+half-way through publishing pulse N; the new active completes pulse N's
+derived objects (time alias, page, index entry, ``last``).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from beacon_verifier import layout
+from beacon_verifier.fetch import LocalSource
+from beacon_verifier.format import STATUS_CHAIN_START_OR_NO_PRECOMMIT, parse_pulse
+from beacon_verifier.timeindex import resolve
+
+from beacon.publish.site import pulse_page_key
+from tests.beacon_proc import replay, run_verify
+from tests.integration.s3server import SeaweedS3Server
+from tests.integration.test_failover import Store, dir_store, pair, s3_store, wait_until
+
+pytestmark = pytest.mark.integration
+
+ENV = {"BEACON_ENTROPY_SOURCE": "os", "BEACON_KEY_BITS": "2048"}
+DIES_AT = 8  # late enough for the standby to be waiting under load
+
+
+def _kill_active_at(
+    tmp_path: Path, failpoint: str, env: dict[str, str] | None = None, store: Store | None = None
+) -> Path:
+    """a dies at ``failpoint`` while publishing pulse DIES_AT; b takes over and goes on."""
+    site = tmp_path / "site"
+    env = env or ENV | {"BEACON_OUT_DIR": str(site)}
+    store = store or dir_store(site)
+    with pair(tmp_path, env) as (a, b):
+        a.env = env | {"BEACON_FAILPOINT": f"{failpoint}:{DIES_AT}"}
+        a.start()
+        wait_until("a to be active", lambda: "lease: active as" in a.text())
+        b.start()
+        wait_until("b to wait as standby", lambda: "lease: standby as" in b.text())
+        assert a.wait(timeout=120) == -signal.SIGKILL, a.text()
+        wait_until("b to take over", lambda: "lease: took over from" in b.text())
+        wait_until("b to publish 3 pulses", lambda: store.last_index() >= DIES_AT + 3)
+        b.stop()
+        assert b.process is not None and b.process.returncode == 0, b.text()
+    return site
+
+
+def test_an_orphan_entropy_record_does_not_wedge_the_new_active(tmp_path: Path) -> None:
+    site = _kill_active_at(tmp_path, "after-entropy-record")
+    report = replay(site)
+    assert report.ok and not report.missing, report
+    inherited = parse_pulse((site / layout.pulse_key(1, DIES_AT)).read_bytes())
+    # The record a died with opens a's precommitment: the chain lost nothing.
+    assert not inherited.status_code & STATUS_CHAIN_START_OR_NO_PRECOMMIT
+
+
+def test_an_orphan_record_under_object_lock_does_not_wedge(
+    tmp_path: Path, s3_running: SeaweedS3Server, key_prefix: str
+) -> None:
+    locked = {"BEACON_S3_BUCKET": s3_running.locked_bucket, "BEACON_S3_OBJECT_LOCK_DAYS": "1"}
+    env = s3_running.beacon_env(key_prefix) | locked
+    base = s3_store(s3_running, key_prefix)
+    client = s3_running.client()
+
+    def get(key: str) -> bytes | None:
+        try:
+            body: bytes = client.get_object(
+                Bucket=s3_running.locked_bucket, Key=f"{key_prefix}/{key}"
+            )["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+        return body
+
+    store = Store(get, [f"s3://{s3_running.locked_bucket}/{key_prefix}"])
+    store.env = base.env
+    _kill_active_at(tmp_path, "after-entropy-record", env, store)
+    inherited = parse_pulse(get(layout.pulse_key(1, DIES_AT)) or b"")
+    assert not inherited.status_code & STATUS_CHAIN_START_OR_NO_PRECOMMIT
+    report = run_verify(["chain", *store.verify_args, "--json"], env=store.env)
+    assert report.returncode == 0, report.stdout + report.stderr
+
+
+def test_the_new_active_completes_a_half_published_pulse(tmp_path: Path) -> None:
+    site = _kill_active_at(tmp_path, "mid-publish")
+    report = replay(site)
+    assert report.ok and not report.missing, report
+    last = parse_pulse((site / layout.LAST_KEY).read_bytes())
+    source = LocalSource(site)
+    for index in range(1, last.pulse_index + 1):
+        pulse = parse_pulse((site / layout.pulse_key(1, index)).read_bytes())
+        assert (site / layout.time_key(pulse.time_ms)).read_bytes() == pulse.raw, index
+        assert (site / pulse_page_key(1, index)).is_file(), index
+        assert resolve("at_or_after", pulse.time_ms, source.get) == (1, index), index
+
+
+def test_a_resumed_active_cannot_overwrite_what_the_new_active_wrote(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    env = ENV | {"BEACON_OUT_DIR": str(site)}
+    store = dir_store(site)
+    with pair(tmp_path, env) as (a, b):
+        # a freezes with pulse DIES_AT's index writes planned but not made.
+        a.env = env | {"BEACON_FAILPOINT": f"after-index-plan:{DIES_AT}:stop"}
+        a.start()
+        wait_until("a to be active", lambda: "lease: active as" in a.text())
+        b.start()
+        wait_until("b to wait as standby", lambda: "lease: standby as" in b.text(), timeout=120)
+        wait_until("b to take over", lambda: "lease: took over from" in b.text(), timeout=120)
+        seen = store.last_index()
+        wait_until("b to publish 3 pulses", lambda: store.last_index() >= seen + 3)
+        a.signal(signal.SIGCONT)  # a finishes what it planned before the pause
+        assert a.wait() == 1, a.text()
+        wait_until("b to go on", lambda: store.last_index() >= seen + 5)
+        b.stop()
+    last = parse_pulse((site / layout.LAST_KEY).read_bytes())
+    source = LocalSource(site)
+    for index in range(1, last.pulse_index + 1):
+        pulse = parse_pulse((site / layout.pulse_key(1, index)).read_bytes())
+        assert resolve("at_or_after", pulse.time_ms, source.get) == (1, index), index
+    assert replay(site).ok
