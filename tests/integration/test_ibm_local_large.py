@@ -27,20 +27,13 @@ from beacon.errors import ConfigError, EntropyError
 from beacon.pulse.keys import Signer
 from beacon.service import Beacon
 from tests.beacon_proc import run_beacon
+from tests.unit.test_service import FakeClock
 
 pytestmark = pytest.mark.integration
 
 BACKEND = "fake_sherbrooke"
 COUNT = 4
 T0_MS = 1_800_000_000_000  # a minute boundary
-
-
-class FixedClock:
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
 
 
 LOCAL_IBM = {
@@ -215,7 +208,7 @@ def test_a_running_beacon_publishes_degraded_while_harvests_fail(
         health=strict,
         failing_after=2,
     )
-    clock = FixedClock(T0_MS)
+    clock = FakeClock(T0_MS)
     beacon = Beacon(
         settings=settings,
         signer=signer,
@@ -227,8 +220,7 @@ def test_a_running_beacon_publishes_degraded_while_harvests_fail(
     beacon.prime()
     for i in range(3):
         clock.now = T0_MS + i * 60_000
-        if beacon._prepared is not None:
-            beacon._prepared[1].exception(timeout=60)
+        beacon.prefetcher.wait(timeout=60)
         beacon.tick()
     beacon.start_background()
     beacon.shutdown()

@@ -1,10 +1,7 @@
 """Every relative link of the documentation points at a file that exists, and every
 anchor at a heading of that file (GitHub's slugs).
 
-Run in CI with the rest of the suite. While the docs other branches write are not
-merged yet, ``AWAITING_MERGE`` names them: a link to one of them may dangle. Once they
-exist the second test fails until the set is emptied, so after the merge nothing
-missing is tolerated any more.
+Run in CI with the rest of the suite: a link to a missing file or heading fails it.
 """
 
 from __future__ import annotations
@@ -16,14 +13,6 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-#: Documents written on other branches, linked from here before they are merged.
-#: Empty this set once they are (the second test insists).
-AWAITING_MERGE = frozenset(
-    {
-        "docs/state-and-failover.md",
-    }
-)
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 _CODE = re.compile(r"`[^`\n]*`")
@@ -71,8 +60,7 @@ def broken(doc: Path) -> list[str]:
         path = (doc.parent / unquote(parts.path)).resolve() if parts.path else doc
         rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
         if not path.exists():
-            if rel not in AWAITING_MERGE:
-                problems.append(f"{doc.relative_to(ROOT)}: {target} (no such file)")
+            problems.append(f"{doc.relative_to(ROOT)}: {rel} (no such file)")
             continue
         if parts.fragment and path.suffix == ".md" and parts.fragment not in anchors(path):
             problems.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
@@ -82,11 +70,6 @@ def broken(doc: Path) -> list[str]:
 @pytest.mark.parametrize("doc", documents(), ids=lambda d: d.relative_to(ROOT).as_posix())
 def test_every_relative_link_resolves(doc: Path) -> None:
     assert broken(doc) == []
-
-
-def test_documents_awaited_from_other_branches_are_not_there_yet() -> None:
-    merged = sorted(p for p in AWAITING_MERGE if (ROOT / p).exists())
-    assert merged == [], f"merged: remove {merged} from AWAITING_MERGE (links are then checked)"
 
 
 def test_the_link_check_finds_what_it_must(tmp_path: Path) -> None:

@@ -37,21 +37,15 @@ from beacon.pulse.keys import Signer
 from beacon.service import Beacon
 from tests.beacon_proc import replay
 from tests.unit.test_builder import MINUTE, ms
+from tests.unit.test_service import FakeClock, wait_prepared
 
 T0 = 1_800_000_000_000
-
-
-class Clock:
-    now = T0
-
-    def now_ms(self) -> int:
-        return self.now
 
 
 @pytest.fixture
 def site(tmp_path: Path, signer: Signer) -> Path:
     settings = Settings(data_dir=tmp_path / "data", out_dir=tmp_path / "site")
-    clock = Clock()
+    clock = FakeClock(T0)
     beacon = Beacon(
         settings=settings,
         signer=signer,
@@ -63,8 +57,7 @@ def site(tmp_path: Path, signer: Signer) -> Path:
     beacon.start_background()
     for i in range(6):
         clock.now = T0 + i * 60_000
-        if beacon._prepared:
-            beacon._prepared[1].exception(timeout=10)
+        wait_prepared(beacon)
         assert beacon.tick()
     beacon.shutdown()
     return settings.out_dir
