@@ -12,7 +12,7 @@ pulse carries a non-zero statusCode and zeros instead (codes in
 
 The round record of every pulse is kept in the state database (its own table,
 written before the pulse is committed) and published as an immutable object
-before the pulse: ``beacon/2.0/chain/{c}/external/{p}``.
+before the pulse: ``beacon/2.0/chain/{c}/external/{ms}``.
 """
 
 from __future__ import annotations
@@ -265,8 +265,12 @@ class ExternalMixer:
             period=1,
         )
 
-    def publish(self, publisher: Publisher, chain_index: int, pulse_index: int) -> None:
-        """Publish the round record of a pulse (before the pulse itself, as immutable)."""
+    def publish(
+        self, publisher: Publisher, chain_index: int, pulse_index: int, time_ms: int
+    ) -> None:
+        """Publish the round record of the pulse at ``time_ms`` (before the pulse itself,
+        as immutable; keyed by its time, so that no orphan record of a dead instance
+        can block it)."""
         row = (
             self._db()
             .execute(
@@ -277,7 +281,7 @@ class ExternalMixer:
         )
         if row is not None:
             publisher.put_immutable(
-                layout.external_key(chain_index, pulse_index), bytes(row[0]), content_type=JSON
+                layout.external_key(chain_index, time_ms), bytes(row[0]), content_type=JSON
             )
 
     def status(self) -> dict[str, Any]:

@@ -203,7 +203,7 @@ class Publication:
         """Every write for one committed pulse, in order."""
         max_age = self.seconds_to_next_boundary()
         if self.external is not None:  # its drand round record, before the pulse
-            self.external.publish(self.publisher, item.chain_index, item.pulse_index)
+            self.external.publish(self.publisher, item.chain_index, item.pulse_index, item.time_ms)
         publish_item(
             self.publisher,
             item,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from beacon_verifier import layout
 from beacon_verifier.external import STATUS_NOT_RELEASED, STATUS_UNREACHABLE
-from beacon_verifier.format import format_timestamp
+from beacon_verifier.format import format_timestamp, parse_pulse
 
 from tests.beacon_proc import beacon_running, run_beacon, run_verify
 from tests.drand_relay import down_url, running_relay, signing_chain_for
@@ -59,6 +59,11 @@ def _pulses(site: Path, n: int) -> list[dict[str, object]]:
     ]
 
 
+def _time_of(site: Path, index: int) -> int:
+    """The timeStamp (ms) of pulse ``index`` of chain 1 on ``site``."""
+    return parse_pulse((site / layout.pulse_key(1, index)).read_bytes()).time_ms
+
+
 def test_beacon_mixes_the_relay_and_the_verifier_accepts(tmp_path: Path) -> None:
     tc = signing_chain_for(PERIOD_S)
     with running_relay(tc) as relay:
@@ -68,7 +73,7 @@ def test_beacon_mixes_the_relay_and_the_verifier_accepts(tmp_path: Path) -> None
     for p in _pulses(site, 4):
         assert p["external"]["statusCode"] == 0  # type: ignore[index]
         assert p["external"]["value"] != "0" * 128  # type: ignore[index]
-    record = json.loads((site / layout.external_key(1, 2)).read_bytes())
+    record = json.loads((site / layout.external_key(1, _time_of(site, 2))).read_bytes())
     assert record["relay"] == relay.url and record["statusCode"] == 0
     ok = run_verify(["chain", str(site), "--require-external", "--drand-info", info, "--json"])
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -94,7 +99,7 @@ def test_beacon_mixes_the_relay_and_the_verifier_accepts(tmp_path: Path) -> None
     # Against quicknet's key (the default) the same externals are not valid.
     assert run_verify(["chain", str(site), "--require-external"]).returncode == 1
     # One hex digit of a published signature changed: INVALID.
-    key = site / layout.external_key(1, 3)
+    key = site / layout.external_key(1, _time_of(site, 3))
     doc = json.loads(key.read_bytes())
     sig = doc["signature"]
     doc["signature"] = sig[:20] + ("a" if sig[20] != "a" else "b") + sig[21:]
@@ -123,7 +128,7 @@ def test_withheld_bad_and_down_relays_give_pulses_on_time(tmp_path: Path) -> Non
 
     with running_relay(tc, "bad-signature") as relay:
         site = _run(tmp_path / "bad", [relay.url], tc.chain, 2)
-    record = json.loads((site / layout.external_key(1, 1)).read_bytes())
+    record = json.loads((site / layout.external_key(1, _time_of(site, 1))).read_bytes())
     assert record["statusCode"] == 3 and "bad BLS signature" in record["reason"]
 
     started = time.monotonic()

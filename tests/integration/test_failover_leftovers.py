@@ -8,6 +8,7 @@ derived objects (time alias, page, index entry, ``last``).
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from beacon_verifier.timeindex import resolve
 
 from beacon.publish.site import pulse_page_key
 from tests.beacon_proc import replay, run_verify
+from tests.drand_relay import running_relay, signing_chain_for
 from tests.integration.s3server import SeaweedS3Server
 from tests.integration.test_failover import Store, dir_store, pair, s3_store, wait_until
 
@@ -121,3 +123,30 @@ def test_a_resumed_active_cannot_overwrite_what_the_new_active_wrote(tmp_path: P
         pulse = parse_pulse((site / layout.pulse_key(1, index)).read_bytes())
         assert resolve("at_or_after", pulse.time_ms, source.get) == (1, index), index
     assert replay(site).ok
+
+
+def test_an_orphan_drand_round_record_does_not_wedge_the_new_active(tmp_path: Path) -> None:
+    """The dead active published the drand round record of pulse N (written before the
+    pulse); its successor's pulse N comes at a later time, with another round, and its
+    record must not collide with the orphan (records are keyed by time)."""
+    tc = signing_chain_for(1)
+    site = tmp_path / "site"
+    with running_relay(tc) as relay:
+        env = ENV | {
+            "BEACON_OUT_DIR": str(site),
+            "BEACON_EXTERNAL_SOURCE": "drand",
+            "BEACON_DRAND_URLS": relay.url,
+            "BEACON_DRAND_CHAIN_HASH": tc.chain.chain_hash.hex(),
+            "BEACON_DRAND_PUBLIC_KEY": tc.chain.public_key.hex(),
+            "BEACON_EXTERNAL_WAIT_MS": "400",
+        }
+        _kill_active_at(tmp_path, "after-entropy-record", env)
+    orphans = sorted((site / "beacon" / "2.0" / "chain" / "1" / "external").iterdir())
+    times = {
+        parse_pulse(p.read_bytes()).time_ms for p in (site / layout.ROOT).glob("chain/1/pulse/*")
+    }
+    assert any(int(o.name) not in times for o in orphans)  # the dead active's record is there
+    info = tmp_path / "drand-info.json"
+    info.write_text(json.dumps(tc.chain.info()))
+    ok = run_verify(["chain", str(site), "--drand-info", str(info), "--require-external"])
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -10,7 +10,7 @@ big-endian)). Its ``external`` block says
     statusCode = 0 (valid round) or one of MISSING_CODES
 
 and the round itself (number, signature, relay) is published beside the pulse
-as ``beacon/2.0/chain/{c}/external/{p}`` (see docs/external.md). The value to
+as ``beacon/2.0/chain/{c}/external/{ms}`` (see docs/external.md). The value to
 use is ``randomValue = SHA-512(localRandomValue || external.value)``.
 
 Nothing here reads the network or a clock. BLS verification needs the optional
@@ -301,7 +301,7 @@ def check_external(
 ) -> ExternalVerdict:
     """Check a pulse's external against its published round record and the pinned chain.
 
-    ``record`` is the bytes of ``beacon/2.0/chain/{c}/external/{p}`` (None when the
+    ``record`` is the bytes of ``beacon/2.0/chain/{c}/external/{ms}`` (None when the
     site has none). ``verify_bls`` None: verify when pyblst is installed. Checks:
     sourceId names the pinned chain; a non-zero statusCode has a zero value (MISSING);
     the record is for the pinned chain, for the round whose time is the pulse's

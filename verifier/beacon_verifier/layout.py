@@ -14,7 +14,7 @@ the verifier reads them. Written once, here.
     beacon/2.0/certificate/{certificateId}  the signing certificate, PEM (immutable)
     beacon/2.0/chain/{c}/entropy/{p}        the entropy record of a pulse (immutable)
     beacon/2.0/chain/{c}/pq-signature/{p}   the ML-DSA-65 co-signature of a pulse (immutable)
-    beacon/2.0/chain/{c}/external/{p}       the drand round mixed into a pulse, or why none
+    beacon/2.0/chain/{c}/external/{ms}      the drand round mixed into the pulse at ms, or why none
                                             was (immutable; docs/external.md)
     beacon/2.0/pq-key/{keyId}               an ML-DSA-65 public key the RSA certificate vouches
                                             for (immutable)
@@ -66,8 +66,11 @@ def pq_signature_key(chain: int, pulse: int) -> str:
     return f"{ROOT}/chain/{chain}/pq-signature/{pulse}"
 
 
-def external_key(chain: int, pulse: int) -> str:
-    return f"{ROOT}/chain/{chain}/external/{pulse}"
+def external_key(chain: int, time_ms: int) -> str:
+    """The drand round record of the pulse of ``chain`` at ``time_ms`` (keyed by time,
+    not index: a dead active's record for an index it never published cannot collide
+    with the one its successor writes for that index at a later time)."""
+    return f"{ROOT}/chain/{chain}/external/{time_ms}"
 
 
 def pq_key_key(key_id_hex: str) -> str:

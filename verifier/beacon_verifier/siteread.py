@@ -186,7 +186,7 @@ def external_evidence(source: Source, pulse: Pulse) -> bytes | NotFetched | None
     external = pulse.external
     if external.source_id == ZERO_HASH or external.status_code != 0:
         return NOT_FETCHED
-    key = layout.external_key(pulse.chain_index, pulse.pulse_index)
+    key = layout.external_key(pulse.chain_index, pulse.time_ms)
     try:
         return source.get(key, max_bytes=MAX_EXTERNAL_RECORD_BYTES)
     except TooLargeError:
