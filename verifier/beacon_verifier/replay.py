@@ -278,9 +278,12 @@ class ArchiveProblem:
     detail: str
 
 
-def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -> Slot:
+def _object(
+    source: Source, chain: int, index: int, cosignatures: bool = True, records: bool = True
+) -> Slot:
     """Pulse ``index`` from its own object, with its entropy record when it is where it
-    belongs, and its co-signature object unless ``cosignatures`` is False (not fetched)."""
+    belongs (unless ``records`` is False), and its co-signature object unless
+    ``cosignatures`` is False (neither is then fetched)."""
     try:
         data = source.get(layout.pulse_key(chain, index), max_bytes=MAX_PULSE_BYTES)
     except TooLargeError as exc:
@@ -294,11 +297,25 @@ def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -
     if (pulse.chain_index, pulse.pulse_index) != (chain, index):
         return Slot(index, pulse)  # reported as misplaced; its record is not its own
     cosignature = _cosignature_object(source, chain, index) if cosignatures else None
+    if not records:
+        return Slot(index, pulse, cosignature=cosignature)
     try:
         record = source.get(layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES)
     except TooLargeError as exc:
         return Slot(index, pulse, entropy_error=str(exc), cosignature=cosignature)
     return Slot(index, pulse, entropy=record, cosignature=cosignature)
+
+
+def _object_keys(
+    chain: int, first: int, last: int, cosignatures: bool, records: bool
+) -> Iterator[str]:
+    """The keys ``_object`` reads for pulses ``first``..``last``, in its order."""
+    for index in range(first, last + 1):
+        yield layout.pulse_key(chain, index)
+        if cosignatures:
+            yield layout.pq_signature_key(chain, index)
+        if records:
+            yield layout.entropy_record_key(chain, index)
 
 
 def _placed(slot: Slot, chain: int) -> bool:
@@ -499,15 +516,22 @@ def read_chain(
     day_hint: date | None = None,
     archives: bool = True,
     cosignatures: bool = True,
+    records: bool = True,
 ) -> Iterator[Slot | ArchiveProblem]:
     """Yield a ``Slot`` for every pulse ``first``..``last`` of ``chain``, in order.
 
     With ``archives``, each day is read from its archive where the site has one
     (``day_hint``: the day of pulse ``first``, if known, saves locating it);
     an ``ArchiveProblem`` marks an archive that could not be used. Without
-    ``cosignatures`` no co-signature object is fetched (slots have None). Raises
-    ``FetchError`` when a pulse object cannot be fetched (absent is not an error).
+    ``cosignatures`` no co-signature object is fetched (slots have None), without
+    ``records`` no entropy record. Raises ``FetchError`` when a pulse object cannot
+    be fetched (absent is not an error).
+
+    A source that reads ahead (``prefetch.PipelinedSource``: ``read_ahead``) is told
+    the keys read pulse by pulse before they are read, so that many are in flight.
     """
+    ahead = getattr(source, "read_ahead", None)
+    reading_ahead = False
     index = first
     day = day_hint if archives else None
     tried: set[date] = set()
@@ -515,12 +539,18 @@ def read_chain(
     while index <= last:
         if day is not None and day not in tried:
             tried.add(day)
+            if reading_ahead:
+                ahead([])  # type: ignore[misc]
+                reading_ahead = False
             index, complete = yield from _from_archive(
                 source, chain, day, index, last, cosignatures
             )
             day = day + timedelta(days=1) if complete else None
             continue
-        slot = _object(source, chain, index, cosignatures)
+        if ahead is not None and not reading_ahead:
+            ahead(_object_keys(chain, index, last, cosignatures, records))
+            reading_ahead = True
+        slot = _object(source, chain, index, cosignatures, records)
         yield slot
         index += 1
         if archives and _placed(slot, chain):
@@ -547,6 +577,7 @@ class _Task:
     extra_checks: tuple[PulseCheck, ...]
     require_pq: bool = False
     check_pq: bool = True
+    records: bool = True
 
 
 def pq_key_lookup(
@@ -663,6 +694,7 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
         day_hint=task.day_hint,
         archives=task.archives,
         cosignatures=task.check_pq,
+        records=task.records,
     )
     for item in items:
         if isinstance(item, ArchiveProblem):
@@ -712,16 +744,18 @@ def plan_segments(
     extra_checks: tuple[PulseCheck, ...] = (),
     require_pq: bool = False,
     check_pq: bool = True,
+    records: bool = True,
 ) -> list[_Task]:
     """Cut ``first``..``last`` of ``tip``'s chain into segments of whole days.
 
     Day boundaries are predicted from pulse ``first``'s time (one GET) and the
     period, as if there were no gaps; after a gap a segment starts a little
     inside a day, which costs reading part of an archive twice, never
-    correctness.
+    correctness. Without ``archives`` days do not matter and pulse ``first`` is
+    not fetched for its time.
     """
     chain, period = tip.chain_index, tip.period
-    start = _time_of(source, chain, first)
+    start = _time_of(source, chain, first) if archives else None
     per_day = max(1, DAY_MS // period)
     days = -(-SEGMENT_PULSES // per_day)
     tasks = []
@@ -736,7 +770,7 @@ def plan_segments(
             hi = max(lo, first + -(-(layout.day_start_ms(next_day) - start) // period) - 1)
         hi = min(hi, last)
         tasks.append(
-            _Task(source, chain, lo, hi, day, archives, extra_checks, require_pq, check_pq)
+            _Task(source, chain, lo, hi, day, archives, extra_checks, require_pq, check_pq, records)
         )
         lo, day = hi + 1, next_day
     return tasks
@@ -793,6 +827,9 @@ def replay_chain(
     extra_checks: tuple[PulseCheck, ...] = (),
     require_pq: bool = False,
     check_pq: bool = True,
+    records: bool = True,
+    start: ChainVerifier | None = None,
+    checkpoint: Callable[[ChainVerifier, int], None] | None = None,
 ) -> ChainReport:
     """Fetch and check pulses ``first``..``last`` of ``chain`` (default: the latest chain,
     to its last pulse), from daily archives where the site has them (``archives``).
@@ -802,7 +839,10 @@ def replay_chain(
     reported as missing, malformed ones as failures. Co-signatures are checked
     where present and counted (valid / invalid / missing); ``require_pq`` makes
     a missing one a failure. Without ``check_pq`` they are neither fetched nor
-    checked, and counted as ``NOT_CHECKED``. Raises ``FetchError`` when
+    checked, and counted as ``NOT_CHECKED``. Without ``records`` no entropy record
+    is fetched (a NIST site has none). ``start``: the verifier of the pulses before
+    ``first``, to continue (``resume.rebuild``); ``checkpoint(verifier, done)`` is
+    called after each segment, pulses up to ``done`` joined. Raises ``FetchError`` when
     the site cannot be read, ``ValueError`` for a ``jobs`` out of 1..64 or
     ``require_pq`` without ``check_pq``.
     """
@@ -812,7 +852,7 @@ def replay_chain(
         raise ValueError("require_pq needs check_pq")
     tip = chain_tip(source, chain)
     last = tip.pulse_index if last is None else last
-    joined = ChainVerifier(certificates=_no_certificate)
+    joined = ChainVerifier(certificates=_no_certificate) if start is None else start
     if first > last:
         return joined.report
     tasks = plan_segments(
@@ -824,6 +864,7 @@ def replay_chain(
         extra_checks=extra_checks,
         require_pq=require_pq,
         check_pq=check_pq,
+        records=records,
     )
     total = last - first + 1
 
@@ -833,6 +874,8 @@ def replay_chain(
 
     for task, segment in zip(tasks, _segments(tasks, jobs, tick), strict=True):
         joined.join(segment)
+        if checkpoint is not None:
+            checkpoint(joined, task.last)
         if progress is not None:
             progress(task.last - first + 1, total)
     return joined.report
