@@ -26,7 +26,7 @@ Prints, as medians of --runs runs, pulses/s, the ratio to the local rate, and
 the extrapolated time for a year (525,600 pulses), with the load average. It
 asserts nothing. ``--limit N`` checks only pulses 1..N of each site (for the
 slow verifier of before, which takes minutes for a few hundred pulses);
-``--verifier DIR`` runs the ``beacon_verifier`` package found in DIR instead of
+``--nist-http-limit N`` limits only case (a) over http; ``--verifier DIR`` runs the ``beacon_verifier`` package found in DIR instead of
 the installed one (e.g. ``git archive f52c2a7 verifier | tar -x -C /tmp/old``).
 
     .venv/bin/python bench/verify_network.py [--runs R] [--jobs J] [--concurrency N]
@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--delay", type=float, default=50.0, help="ms per answer")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--nist-http-limit", type=int, default=None)
     parser.add_argument("--verifier", type=Path, default=None)
     parser.add_argument("--no-s3", action="store_true")
     args = parser.parse_args()
@@ -209,6 +210,10 @@ def main() -> None:
     nist_flags = [*common, "--pulses-only"] if args.verifier is None else [*common, "--no-pq"]
     ours_flags = [*common, "--no-pq"]
     n_nist = min(args.nist_pulses, args.limit or args.nist_pulses)
+    nist_http_flags, n_nist_http = nist_flags, n_nist
+    if args.nist_http_limit is not None:
+        nist_http_flags = [*nist_flags, "--to", str(args.nist_http_limit)]
+        n_nist_http = min(n_nist, args.nist_http_limit)
     n_ours = min(args.pulses, args.limit or args.pulses)
 
     servers = []

@@ -41,7 +41,7 @@ from beacon_verifier.replay import (
     replay_chain,
     report_as_dict,
 )
-from beacon_verifier.resume import prepare
+from beacon_verifier.resume import ResumeError, prepare
 from beacon_verifier.skiplist import SkipPath, skip_path
 from beacon_verifier.throttle import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from beacon_verifier.timeindex import BOUNDS_KEY, Kind
@@ -367,7 +367,10 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         raise UsageError(f"--from {first} is after --to {last}")
     resumed, checkpoint = None, None
     if args.resume is not None:
-        resumed = prepare(args.resume, args.source, source, chain, first, last)
+        try:
+            resumed = prepare(args.resume, args.source, source, chain, first, last)
+        except ResumeError as exc:
+            raise UsageError(f"--resume {exc}") from None
         chain, first, last = resumed.chain, resumed.first, resumed.last
         checkpoint = resumed.checkpoint(args.resume)
     pulses_only = args.pulses_only

@@ -30,7 +30,7 @@ from typing import Any
 
 from beacon_verifier import layout
 from beacon_verifier.checks import SKIP_LINK_TYPES, ChainReport, ChainVerifier, SkipListTracker
-from beacon_verifier.errors import ChainError, FetchError, PulseFormatError
+from beacon_verifier.errors import ChainError, PulseFormatError, VerifierError
 from beacon_verifier.fetch import Source
 from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, parse_pulse
 from beacon_verifier.replay import chain_tip, report_as_dict
@@ -41,8 +41,8 @@ STATE_VERSION = 1
 MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
-class ResumeError(FetchError):
-    """A resume file that cannot be used for this audit."""
+class ResumeError(VerifierError):
+    """A resume file that cannot be used for this audit (a usage error)."""
 
 
 @dataclass(frozen=True, slots=True)
