@@ -24,10 +24,10 @@ from its local directory, in the same run, as the ceiling.
 
 Prints, as medians of --runs runs, pulses/s, the ratio to the local rate, and
 the extrapolated time for a year (525,600 pulses), with the load average. It
-asserts nothing. ``--limit N`` checks only pulses 1..N of each site (for the
-slow verifier of before, which takes minutes for a few hundred pulses);
-``--nist-http-limit N`` limits only case (a) over http; ``--verifier DIR`` runs the ``beacon_verifier`` package found in DIR instead of
-the installed one (e.g. ``git archive f52c2a7 verifier | tar -x -C /tmp/old``).
+asserts nothing. ``--limit N`` checks only pulses 1..N of each site, and
+``--nist-http-limit N`` only those of case (a) over http (the verifier of before
+takes minutes for a few hundred pulses there); ``--verifier DIR`` runs the
+``beacon_verifier`` package found in DIR instead of the installed one (e.g. ``git archive f52c2a7 verifier | tar -x -C /tmp/old``).
 
     .venv/bin/python bench/verify_network.py [--runs R] [--jobs J] [--concurrency N]
 """
@@ -230,8 +230,8 @@ def main() -> None:
                         f"(a) NIST layout, http +{args.delay:g} ms",
                         "nist",
                         url,
-                        nist_flags,
-                        n_nist,
+                        nist_http_flags,
+                        n_nist_http,
                         {},
                     ),
                 ]
