@@ -27,7 +27,8 @@ the extrapolated time for a year (525,600 pulses), with the load average. It
 asserts nothing. ``--limit N`` checks only pulses 1..N of each site, and
 ``--nist-http-limit N`` only those of case (a) over http (the verifier of before
 takes minutes for a few hundred pulses there); ``--verifier DIR`` runs the
-``beacon_verifier`` package found in DIR instead of the installed one (e.g. ``git archive f52c2a7 verifier | tar -x -C /tmp/old``).
+``beacon_verifier`` package found in DIR instead of the installed one (e.g.
+``git archive f52c2a7 verifier | tar -x -C /tmp/old``).
 
     .venv/bin/python bench/verify_network.py [--runs R] [--jobs J] [--concurrency N]
 """

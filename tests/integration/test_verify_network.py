@@ -181,9 +181,11 @@ def test_429_lowers_concurrency_and_retry_after_is_honoured(site: Site) -> None:
     # Halved to 4 by the burst of 429s; 12 calm answers since grow it by 2 at most.
     assert client.limiter.limit <= 6
     first_refusal = min(t for t, _, status in site.log if status == 429)
-    # Requests in flight then are answered; no new one comes during the Retry-After.
-    later = [t for t in site.arrivals if t > first_refusal]
-    assert later and min(later) - first_refusal >= 0.9
+    # Requests already sent then are answered (0.3 s of slack for those still on their
+    # way under load); no new one comes during the Retry-After; the retries come after.
+    quiet = [t for t in site.arrivals if first_refusal + 0.3 < t < first_refusal + 0.9]
+    assert quiet == []
+    assert any(t >= first_refusal + 0.9 for t in site.arrivals)
     source.close()
 
 

@@ -374,6 +374,8 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         chain, first, last = resumed.chain, resumed.first, resumed.last
         checkpoint = resumed.checkpoint(args.resume)
     pulses_only = args.pulses_only
+    if pulses_only and args.require_pq:
+        raise UsageError("--pulses-only fetches no co-signatures: it cannot --require-pq")
     report = replay_chain(
         source,
         chain=chain,

@@ -102,12 +102,15 @@ class _Watchdog:
     """Shuts the socket of every request still running at its deadline.
 
     The request's thread is blocked in a read; with its socket shut it gets an
-    error at once, and the client reports the deadline."""
+    error at once, and the client reports the deadline. The watchdog's thread
+    runs only while requests do: idle, the process has no thread of ours (so
+    ``replay`` may fork its workers, which it does only from a single thread)."""
 
     def __init__(self) -> None:
         self._heap: list[_Guard] = []  # by deadline; finished guards leave it lazily
         self._live = 0
         self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
         self._pid = 0
         self._local = threading.local()
 
@@ -115,10 +118,11 @@ class _Watchdog:
         guard = _Guard(time.monotonic() + within)
         with self._cond:
             if self._pid != os.getpid():  # first use, or in a forked child
-                self._pid = os.getpid()
-                self._heap = []
-                self._live = 0
-                threading.Thread(target=self._run, name="http-deadlines", daemon=True).start()
+                self._pid, self._heap, self._live, self._thread = os.getpid(), [], 0, None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-deadlines")
+                self._thread.daemon = True
+                self._thread.start()
             if len(self._heap) > 64 and len(self._heap) > 4 * self._live:
                 self._heap = [g for g in self._heap if not g.done]
                 heapq.heapify(self._heap)
@@ -139,17 +143,24 @@ class _Watchdog:
                 _shut(guard)
 
     def stop(self, guard: _Guard) -> None:
+        idle = None
         with self._cond:
             if not guard.done:
                 guard.done = True  # dropped from the heap when its deadline comes
                 self._live -= 1
+                if self._live == 0 and self._pid == os.getpid():
+                    idle, self._thread, self._heap = self._thread, None, []
+                    self._cond.notify_all()
         guard.connection = guard.response = None
         if getattr(self._local, "guard", None) is guard:
             self._local.guard = None
+        if idle is not None and threading.current_thread() is threading.main_thread():
+            idle.join(1.0)  # gone before the main thread may fork
 
     def _run(self) -> None:
+        me = threading.current_thread()
         with self._cond:
-            while True:
+            while self._thread is me:
                 now = time.monotonic()
                 while self._heap and self._heap[0].deadline <= now:
                     guard = heapq.heappop(self._heap)
