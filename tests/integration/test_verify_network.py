@@ -174,7 +174,7 @@ def test_429_lowers_concurrency_and_retry_after_is_honoured(site: Site) -> None:
     site.reply = refuse_some
     source = PipelinedSource(HttpSource(site.url, 8), 8)
     keys = [layout.pulse_key(1, i) for i in range(1, 13)]
-    source.read_ahead(keys)
+    source.read_ahead((k, 65536) for k in keys)
     got = [source.get(k) for k in keys]
     assert all(data is not None and b'"pulseIndex":' in data for data in got)
     client = source.inner.client  # type: ignore[attr-defined]
@@ -232,7 +232,7 @@ def test_a_slow_server_is_read_with_requests_overlapping(nist_site: Path) -> Non
     try:
         source = PipelinedSource(HttpSource(slow.url, 10), 10)
         keys = [layout.pulse_key(1, i) for i in range(1, 31)]
-        source.read_ahead(keys)
+        source.read_ahead((k, 65536) for k in keys)
         assert all(source.get(k) is not None for k in keys)
         assert slow.peak >= 5
         source.close()

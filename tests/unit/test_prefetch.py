@@ -19,6 +19,7 @@ class SlowSource:
     def __init__(self, delay: float = 0.02) -> None:
         self.delay = delay
         self.gets: Counter[str] = Counter()
+        self.caps: dict[str, int] = {}
         self.inside = 0
         self.peak = 0
         self._lock = threading.Lock()
@@ -29,6 +30,7 @@ class SlowSource:
     def get(self, key: str, *, max_bytes: int = 1 << 20) -> bytes | None:
         with self._lock:
             self.gets[key] += 1
+            self.caps[key] = max_bytes
             self.inside += 1
             self.peak = max(self.peak, self.inside)
         time.sleep(self.delay)
@@ -41,10 +43,11 @@ def test_reads_ahead_in_order_with_many_in_flight() -> None:
     inner = SlowSource()
     source = PipelinedSource(inner, 8)
     keys = [f"k/{i}" for i in range(64)]
-    source.read_ahead(iter(keys))
+    source.read_ahead((k, 100) for k in keys)
     got = [source.get(k) for k in keys]
     assert got == [k.encode() for k in keys]
     assert set(inner.gets.values()) == {1}  # each fetched once
+    assert set(inner.caps.values()) == {100}  # under the cap the reader gave
     assert 2 <= inner.peak <= 8  # overlapped, never past the concurrency
     source.close()
 
@@ -52,7 +55,7 @@ def test_reads_ahead_in_order_with_many_in_flight() -> None:
 def test_skipped_keys_are_dropped_and_unexpected_ones_fetched_at_once() -> None:
     inner = SlowSource(0.001)
     source = PipelinedSource(inner, 4)
-    source.read_ahead(f"k/{i}" for i in range(20))
+    source.read_ahead((f"k/{i}", 100) for i in range(20))
     assert source.get("k/0") == b"k/0"
     assert source.get("k/3") == b"k/3"  # k/1, k/2 skipped: dropped, not kept waiting
     assert source.get("other") == b"other"  # not read ahead: fetched directly
@@ -65,7 +68,7 @@ def test_skipped_keys_are_dropped_and_unexpected_ones_fetched_at_once() -> None:
 def test_a_new_read_ahead_replaces_the_old_one() -> None:
     inner = SlowSource(0.001)
     source = PipelinedSource(inner, 4)
-    source.read_ahead(f"a/{i}" for i in range(1000))
+    source.read_ahead((f"a/{i}", 100) for i in range(1000))
     source.get("a/0")
     source.read_ahead([])
     assert not source._ahead
@@ -88,7 +91,7 @@ def test_certificates_are_fetched_once_per_process() -> None:
 def test_oversized_read_ahead_answers_are_refetched_under_the_callers_cap() -> None:
     inner = SlowSource(0.0)
     source = PipelinedSource(inner, 2)
-    source.read_ahead(["k/long-key-name"])
+    source.read_ahead([("k/long-key-name", 100)])
     assert source.get("k/long-key-name", max_bytes=4) == b"k/long-key-name"  # fake ignores cap
     assert inner.gets["k/long-key-name"] == 2  # asked again, with the cap, of the inner source
     source.close()

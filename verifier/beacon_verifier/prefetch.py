@@ -38,7 +38,7 @@ class PipelinedSource:
         self.concurrency = concurrency
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="prefetch")
         self._ahead: OrderedDict[str, Future[bytes | None]] = OrderedDict()
-        self._keys: Iterator[str] = iter(())
+        self._keys: Iterator[tuple[str, int]] = iter(())
         self._kept: dict[str, bytes | None] = {}
         self._lock = threading.Lock()
 
@@ -48,8 +48,9 @@ class PipelinedSource:
     def __reduce__(self) -> tuple[Callable[..., PipelinedSource], tuple[Any, ...]]:
         return (_reopen, (self.inner, self.concurrency))
 
-    def read_ahead(self, keys: Iterable[str]) -> None:
-        """The keys the reader will ``get`` next, in order (replaces any before)."""
+    def read_ahead(self, keys: Iterable[tuple[str, int]]) -> None:
+        """The keys the reader will ``get`` next, in order, each with the size cap it
+        will be read under (replaces any before)."""
         with self._lock:
             for future in self._ahead.values():
                 future.cancel()
@@ -59,11 +60,12 @@ class PipelinedSource:
 
     def _fill(self) -> None:
         while len(self._ahead) < self.concurrency:
-            key = next(self._keys, None)
-            if key is None:
+            item = next(self._keys, None)
+            if item is None:
                 return
+            key, cap = item
             if key not in self._ahead:
-                self._ahead[key] = self._executor.submit(self.inner.get, key)
+                self._ahead[key] = self._executor.submit(_get, self.inner, key, cap)
 
     def get(self, key: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> bytes | None:
         if key in self._kept:
@@ -94,6 +96,10 @@ class PipelinedSource:
     def close(self) -> None:
         self.read_ahead(())
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _get(source: Source, key: str, cap: int) -> bytes | None:
+    return source.get(key, max_bytes=cap)
 
 
 _OPEN: dict[tuple[str, int], PipelinedSource] = {}

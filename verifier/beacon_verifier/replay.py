@@ -308,14 +308,15 @@ def _object(
 
 def _object_keys(
     chain: int, first: int, last: int, cosignatures: bool, records: bool
-) -> Iterator[str]:
-    """The keys ``_object`` reads for pulses ``first``..``last``, in its order."""
+) -> Iterator[tuple[str, int]]:
+    """The keys ``_object`` reads for pulses ``first``..``last``, in its order, with
+    the size cap it reads each under."""
     for index in range(first, last + 1):
-        yield layout.pulse_key(chain, index)
+        yield layout.pulse_key(chain, index), MAX_PULSE_BYTES
         if cosignatures:
-            yield layout.pq_signature_key(chain, index)
+            yield layout.pq_signature_key(chain, index), MAX_COSIGNATURE_BYTES
         if records:
-            yield layout.entropy_record_key(chain, index)
+            yield layout.entropy_record_key(chain, index), MAX_RECORD_BYTES
 
 
 def _placed(slot: Slot, chain: int) -> bool:
