@@ -64,6 +64,7 @@ def test_a_dead_endpoint_is_refused_within_a_period(tmp_path: Path, key_prefix: 
         "BEACON_S3_BUCKET": "beacon",
         "BEACON_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "BEACON_S3_REGION": "us-east-1",
+        "BEACON_BASE_URL": "https://beacon.example",  # S3 needs an explicit base_url
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "y",
     }

@@ -17,7 +17,8 @@ from tests.beacon_proc import ROOT
 
 PACKAGE = ROOT / "verifier" / "beacon_verifier"
 ALLOWED_THIRD_PARTY = {"cryptography"}
-OPTIONAL = {"boto3", "botocore", "pyblst"}  # behind the [s3] and [drand] extras, imported lazily
+# boto3: only inside S3Source ([s3]); pyblst: drand BLS ([drand]); urllib3: web.py ([http])
+OPTIONAL = {"boto3", "botocore", "pyblst", "urllib3"}
 # numpy only where `beacon-verify entropy` re-runs the estimators ([entropy] extra)
 NUMPY_MODULES = {"estimators.py", "predictors.py", "substrings.py", "health.py", "audit.py"}
 FORBIDDEN = {"beacon", "qiskit", "qiskit_aer", "qiskit_ibm_runtime", "jinja2"}
@@ -97,6 +98,17 @@ def test_pip_install_into_empty_venv(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert helped.returncode == 0 and "pulse" in helped.stdout
+    # An http(s) site needs the [http] extra: one line that names it.
+    no_extra = subprocess.run(
+        [env_dir / "bin" / "beacon-verify", "chain", "http://127.0.0.1:9/"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert no_extra.returncode != 0 and "beacon-verifier[http]" in no_extra.stderr
+    assert len(no_extra.stderr.splitlines()) == 1, no_extra.stderr
     # And it verifies real NIST pulses there, without the beacon installed.
     vectors = ROOT / "tests" / "vectors" / "nist"
     (cert,) = vectors.glob("*.pem")
@@ -137,7 +149,7 @@ def test_the_http_stack_is_imported_only_for_an_http_source(tmp_path: Path) -> N
     probe = (
         "import sys\n"
         "from beacon_verifier import cli, fetch\n"
-        "heavy = ('urllib.request', 'http.client', 'ssl')\n"
+        "heavy = ('urllib3', 'http.client', 'ssl')\n"
         "print(*[m in sys.modules for m in heavy])\n"
         "fetch.open_source(sys.argv[1])\n"
         "print(*[m in sys.modules for m in heavy])\n"

@@ -7,7 +7,14 @@ import json
 
 import pytest
 from beacon_verifier import external as ext
-from beacon_verifier.format import ZERO_EXTERNAL, ZERO_HASH, External, Pulse, format_timestamp
+from beacon_verifier.format import (
+    ZERO_EXTERNAL,
+    ZERO_HASH,
+    External,
+    Pulse,
+    format_timestamp,
+    parse_timestamp,
+)
 
 from tests.conftest import VECTORS
 
@@ -173,3 +180,22 @@ def test_info_hash_covers_genesis_and_period() -> None:
             ext.DrandChain.from_info({**doc, field: value})
     with pytest.raises(ValueError, match="schemeID"):
         ext.DrandChain.from_info({**doc, "schemeID": "pedersen-bls-chained"})
+
+
+def test_a_declared_missing_external_where_no_round_lands_is_missing(
+    nist_pulses: dict[int, Pulse],
+) -> None:
+    """A 1 s beacon on quicknet (3 s) has no round at two boundaries in three: the beacon
+    declares those externals missing (statusCode 3), which is no failure of its own."""
+    template = next(iter(nist_pulses.values()))
+    pulse, _ = _valid(template, QUICKNET, QUICKNET_ROUNDS[0])
+    off_round = parse_timestamp(pulse.time_stamp) + 1000
+    assert QUICKNET.round_at(off_round) is None
+    missing = External(source_id=QUICKNET.source_id, status_code=3, value=ZERO_HASH)
+    between = dataclasses.replace(
+        pulse, period=1000, time_stamp=format_timestamp(off_round), external=missing
+    )
+    assert ext.check_external(between, None, QUICKNET).verdict == ext.MISSING
+    # Claiming a valid round there is invalid.
+    claimed = dataclasses.replace(between, external=pulse.external)
+    assert ext.check_external(claimed, None, QUICKNET).verdict == ext.INVALID

@@ -19,6 +19,7 @@ from beacon_verifier.chainread import read_chain
 from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.cli import main
 from beacon_verifier.core import Policy
+from beacon_verifier.descriptor import Promise, SiteDescriptor, encode_descriptor
 from beacon_verifier.fetch import LocalSource
 from beacon_verifier.format import ListValue, Pulse, canonical_json, parse_pulse
 from beacon_verifier.replay import replay_chain
@@ -210,10 +211,12 @@ def write_site(
     signer: Signer,
     *,
     archives: bool = True,
+    cosignatures: bool = False,
 ) -> Path:
     """Lay ``chain`` out as the beacon publishes it: pulse and entropy objects, the
-    certificate, the ``last`` pointers, the time index, and (with ``archives``) a
-    daily archive of every complete UTC day."""
+    certificate, the ``last`` pointers, the time index, (with ``archives``) a daily
+    archive of every complete UTC day, and the site descriptor promising the entropy
+    records (and ``cosignatures``, which the caller writes)."""
 
     def put(key: str, data: bytes) -> None:
         path = root / key
@@ -227,6 +230,13 @@ def write_site(
     for key in (layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY, layout.chain_last_key(1)):
         put(key, last)
     put(layout.certificate_key(signer.certificate_id.hex()), signer.certificate_pem)
+    promise = Promise(1, chain[0][0].pulse.pulse_index)
+    descriptor = SiteDescriptor(
+        entropy_records=promise,
+        cosignatures=promise if cosignatures else None,
+        daily_archives=archives,
+    )
+    put(layout.SITE_KEY, encode_descriptor(descriptor))
     entries = [
         TimeEntry(time_ms=b.pulse.time_ms, chain=1, pulse=b.pulse.pulse_index) for b, _ in chain
     ]
@@ -286,13 +296,11 @@ def test_archives_replace_objects_for_complete_days(archived: Path) -> None:
     assert report.source_kinds == {"os-fallback": len(THREE_DAYS)}
     objects = {k for k in source.keys if "/chain/1/pulse/" in k or "/entropy/" in k}
     archives = [k for k in source.keys if "/archive/" in k]
-    # Days 1 and 2 come from their archives (and their co-signatures from their PQ
-    # archives, which this site lacks); day 3 (not complete) pulse by pulse.
+    # Days 1 and 2 come from their archives (no PQ archive is asked for: the site does
+    # not promise co-signatures); day 3 (not complete) pulse by pulse.
     assert archives == [
         layout.archive_key(date(2026, 3, 1)),
-        layout.pq_archive_key(date(2026, 3, 1)),
         layout.archive_key(date(2026, 3, 2)),
-        layout.pq_archive_key(date(2026, 3, 2)),
         layout.archive_key(date(2026, 3, 3)),
     ]
     day3 = [b for b in range(1, len(THREE_DAYS) + 1) if b > 144]
@@ -303,7 +311,13 @@ def test_archives_replace_objects_for_complete_days(archived: Path) -> None:
 
 def test_without_pq_checks_no_cosignature_is_read(archived: Path) -> None:
     checked = CountingSource(archived)
-    assert replay_chain(checked, archives=False).pq_signatures == {"missing": len(THREE_DAYS)}
+    # Not promised: not fetched (no probing), and said.
+    unpromised = replay_chain(checked, archives=False)
+    assert unpromised.pq_signatures == {"not checked": len(THREE_DAYS)}
+    assert not [k for k in checked.keys if "/pq-signature/" in k]
+    # Required: fetched, and their absence fails.
+    required = replay_chain(checked, archives=False, policy=Policy(require_pq=True))
+    assert required.pq_signatures == {"missing": len(THREE_DAYS)} and not required.ok
     assert [k for k in checked.keys if "/pq-signature/" in k]
     source = CountingSource(archived)
     report = replay_chain(source, archives=False, check_pq=False)

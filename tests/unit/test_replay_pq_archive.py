@@ -53,7 +53,7 @@ def cosigned(tmp_path: Path, three_days: list[tuple[BuiltPulse, bytes]], signer:
     """The three days with every pulse's co-signature object, the PQ key document, and
     a PQ archive beside each day archive, as the beacon writes them."""
     assert signer.pq is not None
-    root = write_site(tmp_path / "site", three_days, signer)
+    root = write_site(tmp_path / "site", three_days, signer, cosignatures=True)
     for built, _ in three_days:
         assert built.cosignature is not None
         (root / layout.pq_signature_key(1, built.pulse.pulse_index)).parent.mkdir(

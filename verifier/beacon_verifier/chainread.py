@@ -35,6 +35,7 @@ from beacon_verifier.core import NOT_FETCHED, NotFetched
 from beacon_verifier.errors import FetchError, PulseFormatError
 from beacon_verifier.fetch import Source, TooLargeError, read_chunks
 from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, parse_pulse
+from beacon_verifier.pq import MAX_COSIGNATURE_BYTES
 from beacon_verifier.siteread import cosignature_object, external_evidence
 
 __all__ = ["ArchiveProblem", "Slot", "read_chain"]
@@ -73,9 +74,12 @@ class ArchiveProblem:
     detail: str
 
 
-def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -> Slot:
+def _object(
+    source: Source, chain: int, index: int, cosignatures: bool = True, records: bool = True
+) -> Slot:
     """Pulse ``index`` from its own object, with its entropy record when it is where it
-    belongs, and its co-signature object unless ``cosignatures`` is False (not fetched)."""
+    belongs (unless ``records`` is False), and its co-signature object unless
+    ``cosignatures`` is False (neither is then fetched)."""
     try:
         data = source.get(layout.pulse_key(chain, index), max_bytes=MAX_PULSE_BYTES)
     except TooLargeError as exc:
@@ -90,6 +94,8 @@ def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -
         return Slot(index, pulse)  # reported as misplaced; its record is not its own
     cosignature = cosignature_object(source, chain, index) if cosignatures else None
     external = external_evidence(source, pulse)
+    if not records:
+        return Slot(index, pulse, cosignature=cosignature, external=external)
     try:
         record = source.get(layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES)
     except TooLargeError as exc:
@@ -97,6 +103,19 @@ def _object(source: Source, chain: int, index: int, cosignatures: bool = True) -
             index, pulse, entropy_error=str(exc), cosignature=cosignature, external=external
         )
     return Slot(index, pulse, entropy=record, cosignature=cosignature, external=external)
+
+
+def _object_keys(
+    chain: int, first: int, last: int, cosignatures: bool, records: bool
+) -> Iterator[tuple[str, int]]:
+    """The keys ``_object`` reads for pulses ``first``..``last``, in its order, with
+    the size cap it reads each under."""
+    for index in range(first, last + 1):
+        yield layout.pulse_key(chain, index), MAX_PULSE_BYTES
+        if cosignatures:
+            yield layout.pq_signature_key(chain, index), MAX_COSIGNATURE_BYTES
+        if records:
+            yield layout.entropy_record_key(chain, index), MAX_RECORD_BYTES
 
 
 def _placed(slot: Slot, chain: int) -> bool:
@@ -288,15 +307,22 @@ def read_chain(
     day_hint: date | None = None,
     archives: bool = True,
     cosignatures: bool = True,
+    records: bool = True,
 ) -> Iterator[Slot | ArchiveProblem]:
     """Yield a ``Slot`` for every pulse ``first``..``last`` of ``chain``, in order.
 
     With ``archives``, each day is read from its archive where the site has one
     (``day_hint``: the day of pulse ``first``, if known, saves locating it);
     an ``ArchiveProblem`` marks an archive that could not be used. Without
-    ``cosignatures`` no co-signature object is fetched (slots have None). Raises
-    ``FetchError`` when a pulse object cannot be fetched (absent is not an error).
+    ``cosignatures`` no co-signature object is fetched (slots have None), without
+    ``records`` no entropy record. Raises ``FetchError`` when a pulse object cannot
+    be fetched (absent is not an error).
+
+    A source that reads ahead (``prefetch.PipelinedSource``: ``read_ahead``) is told
+    the keys read pulse by pulse before they are read, so that many are in flight.
     """
+    ahead = getattr(source, "read_ahead", None)
+    reading_ahead = False
     index = first
     day = day_hint if archives else None
     tried: set[date] = set()
@@ -304,12 +330,18 @@ def read_chain(
     while index <= last:
         if day is not None and day not in tried:
             tried.add(day)
+            if reading_ahead:
+                ahead([])  # type: ignore[misc]
+                reading_ahead = False
             index, complete = yield from _from_archive(
                 source, chain, day, index, last, cosignatures
             )
             day = day + timedelta(days=1) if complete else None
             continue
-        slot = _object(source, chain, index, cosignatures)
+        if ahead is not None and not reading_ahead:
+            ahead(_object_keys(chain, index, last, cosignatures, records))
+            reading_ahead = True
+        slot = _object(source, chain, index, cosignatures, records)
         yield slot
         index += 1
         if archives and _placed(slot, chain):

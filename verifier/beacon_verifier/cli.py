@@ -32,8 +32,10 @@ from beacon_verifier.external_site import load_pinned
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
 from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
 from beacon_verifier.lookup import find_by_time, pulse_by_time
+from beacon_verifier.prefetch import pipelined
 from beacon_verifier.replay import MAX_JOBS, Progress, replay_chain
 from beacon_verifier.report import failure_as_dict, report_as_dict, verdict_as_dict
+from beacon_verifier.resume import ResumeError, prepare
 from beacon_verifier.siteread import (
     certificate_lookup,
     gather_evidence,
@@ -41,6 +43,7 @@ from beacon_verifier.siteread import (
     read_descriptor,
 )
 from beacon_verifier.skiplist import SkipPath, skip_path
+from beacon_verifier.throttle import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from beacon_verifier.timeindex import Kind
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE, EXIT_FETCH = 0, 1, 2, 3
@@ -85,6 +88,12 @@ def _index(text: str) -> int:
 def _jobs(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_JOBS:
         raise argparse.ArgumentTypeError(f"must be a number of processes, 1..{MAX_JOBS}")
+    return int(text)
+
+
+def _concurrency(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be a number of requests, 1..{MAX_CONCURRENCY}")
     return int(text)
 
 
@@ -170,6 +179,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "--to", dest="last", type=_point, metavar="P|TIME", help=f"last pulse: {point_help}"
     )
     c.add_argument("--jobs", type=_jobs, default=1, metavar="N", help="worker processes (1)")
+    # Network audits (docs/verifying-network.md): requests in flight, resume.
+    c.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"requests in flight to an http(s) or S3 site, in all ({DEFAULT_CONCURRENCY}; "
+        f"at most {MAX_CONCURRENCY})",
+    )
+    c.add_argument(
+        "--resume",
+        metavar="FILE",
+        type=Path,
+        help="save progress to FILE after each segment; continue from it if it exists",
+    )
     c.add_argument(
         "--no-archives",
         dest="archives",
@@ -277,14 +301,24 @@ def _progress(enabled: bool) -> Progress | None:
         width = 30
         filled = width * done // max(total, 1)
         rate = done / max(now - started, 1e-9)
+        eta = _duration((total - done) / rate) if rate > 0 else "?"
         sys.stderr.write(
-            f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} pulses, {rate:,.0f}/s "
+            f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} pulses, "
+            f"{rate:,.0f}/s, ETA {eta} "
         )
         if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
     return show
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``42s``."""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def _print_json(doc: dict[str, Any]) -> None:
@@ -320,13 +354,21 @@ def _chain_of(given: int | None, *found: int | None) -> int | None:
 
 
 def _cmd_chain(args: argparse.Namespace) -> int:
-    source = open_source(args.source)
+    source = pipelined(open_source(args.source), args.concurrency, args.jobs)
     chain_a, first = _resolve(source, args.first, "from")
     chain_b, last = _resolve(source, args.last, "to")
     chain = _chain_of(args.chain, chain_a, chain_b)
     first = 1 if first is None else first
     if last is not None and last < first:
         raise UsageError(f"--from {first} is after --to {last}")
+    resumed, checkpoint = None, None
+    if args.resume is not None:
+        try:
+            resumed = prepare(args.resume, args.source, source, chain, first, last)
+        except ResumeError as exc:
+            raise UsageError(f"--resume {exc}") from None
+        chain, first, last = resumed.chain, resumed.first, resumed.last
+        checkpoint = resumed.checkpoint(args.resume)
     descriptor = read_descriptor(source)
     report = replay_chain(
         source,
@@ -339,6 +381,8 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         policy=_policy(args),
         check_pq=args.check_pq,
         progress=_progress(sys.stderr.isatty() and not args.json),
+        start=None if resumed is None else resumed.start,
+        checkpoint=checkpoint,
     )
     if args.json:
         _print_json(report_as_dict(report) | {"site": descriptor.describe()})

@@ -313,13 +313,13 @@ def check_external(
     if ext.source_id != chain.source_id:
         return ExternalVerdict(INVALID, "external.sourceId does not name the pinned drand chain")
     expected_round = chain.round_at(pulse.time_ms)
-    if expected_round is None:
-        return ExternalVerdict(INVALID, "no drand round of the pinned chain lands on timeStamp")
-    if ext.status_code != STATUS_VALID:
+    if ext.status_code != STATUS_VALID:  # declared missing (also where no round lands)
         if ext.value != ZERO_HASH:
             return ExternalVerdict(INVALID, "a missing external must have a zero external.value")
         why = MISSING_CODES.get(ext.status_code, f"unknown statusCode {ext.status_code}")
         return ExternalVerdict(MISSING, why, expected_round)
+    if expected_round is None:
+        return ExternalVerdict(INVALID, "no drand round of the pinned chain lands on timeStamp")
     if record is None:
         return ExternalVerdict(INVALID, NO_RECORD, expected_round)
     try:

@@ -262,9 +262,12 @@ class LocalSource:
 
 
 class S3Source:
-    """A site in an S3 bucket (needs the optional ``boto3`` extra)."""
+    """A site in an S3 bucket (needs the optional ``boto3`` extra); ``pool``: how many
+    connections its (thread-safe) client keeps, for as many threads reading at once."""
 
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str, endpoint_url: str | None = None, pool: int = 10
+    ) -> None:
         try:
             import boto3
             from botocore.config import Config
@@ -273,17 +276,23 @@ class S3Source:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        self.pool = pool
         self._client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
-            config=Config(connect_timeout=10, read_timeout=15, retries={"max_attempts": 3}),
+            config=Config(
+                connect_timeout=10,
+                read_timeout=15,
+                retries={"max_attempts": 3},
+                max_pool_connections=pool,
+            ),
         )
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def __reduce__(self) -> tuple[type[S3Source], tuple[str, str, str | None]]:
-        return (S3Source, (self.bucket, self.prefix, self.endpoint_url))
+    def __reduce__(self) -> tuple[type[S3Source], tuple[str, str, str | None, int]]:
+        return (S3Source, (self.bucket, self.prefix, self.endpoint_url, self.pool))
 
     def _body(self, key: str) -> tuple[Any, str] | None:
         from botocore.exceptions import BotoCoreError, ClientError

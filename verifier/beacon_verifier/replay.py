@@ -36,7 +36,7 @@ from beacon_verifier.batch import cited_batch
 from beacon_verifier.chain import ChainReport, ChainVerifier, Segment
 from beacon_verifier.chainread import ArchiveProblem, Slot, read_chain
 from beacon_verifier.checks import TrustedCertificate
-from beacon_verifier.core import ANY, Evidence, Policy
+from beacon_verifier.core import ANY, NOT_FETCHED, Evidence, Policy
 from beacon_verifier.descriptor import NIST_SITE, SiteDescriptor
 from beacon_verifier.errors import ChainError, FetchError, PulseFormatError
 from beacon_verifier.fetch import Source
@@ -77,6 +77,7 @@ class _Task:
     policy: Policy = ANY
     check_pq: bool = True
     descriptor: SiteDescriptor = NIST_SITE
+    records: bool = True
 
 
 class _Batches:
@@ -132,7 +133,7 @@ def _check_slot(
         return
     evidence = Evidence(
         pulse,
-        entropy=slot.entropy,
+        entropy=slot.entropy if task.records else NOT_FETCHED,
         entropy_error=slot.entropy_error,
         external=slot.external,
     )
@@ -158,6 +159,7 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
         day_hint=task.day_hint,
         archives=task.archives,
         cosignatures=task.check_pq,
+        records=task.records,
     )
     for item in items:
         if isinstance(item, ArchiveProblem):
@@ -193,16 +195,18 @@ def plan_segments(
     policy: Policy = ANY,
     check_pq: bool = True,
     descriptor: SiteDescriptor = NIST_SITE,
+    records: bool = True,
 ) -> list[_Task]:
     """Cut ``first``..``last`` of ``tip``'s chain into segments of whole days.
 
     Day boundaries are predicted from pulse ``first``'s time (one GET) and the
     period, as if there were no gaps; after a gap a segment starts a little
     inside a day, which costs reading part of an archive twice, never
-    correctness.
+    correctness. Without ``archives`` days do not matter and pulse ``first`` is
+    not fetched for its time.
     """
     chain, period = tip.chain_index, tip.period
-    found = fetch_pulse(source, chain, first)
+    found = fetch_pulse(source, chain, first) if archives else None
     start = None if found is None else found.time_ms
     per_day = max(1, DAY_MS // period)
     days = -(-SEGMENT_PULSES // per_day)
@@ -217,7 +221,9 @@ def plan_segments(
             next_day = day + timedelta(days=days)
             hi = max(lo, first + -(-(layout.day_start_ms(next_day) - start) // period) - 1)
         hi = min(hi, last)
-        tasks.append(_Task(source, chain, lo, hi, day, archives, policy, check_pq, descriptor))
+        tasks.append(
+            _Task(source, chain, lo, hi, day, archives, policy, check_pq, descriptor, records)
+        )
         lo, day = hi + 1, next_day
     return tasks
 
@@ -273,6 +279,8 @@ def replay_chain(
     policy: Policy = ANY,
     check_pq: bool = True,
     descriptor: SiteDescriptor | None = None,
+    start: ChainVerifier | None = None,
+    checkpoint: Callable[[ChainVerifier, int], None] | None = None,
 ) -> ChainReport:
     """Fetch and check pulses ``first``..``last`` of ``chain`` (default: the latest chain,
     to its last pulse), from daily archives where the site has them (``archives``).
@@ -284,9 +292,15 @@ def replay_chain(
     reported as missing, malformed ones as failures. Co-signatures are checked
     where present and counted (valid / invalid / missing); without ``check_pq``
     they are neither fetched nor checked (counted as "not checked", even where
-    the site promises them). Raises ``FetchError`` when the site cannot be read,
-    ``BadHeadError`` when its head is impossible, ``ValueError`` for a ``jobs``
-    out of 1..64 or ``policy.require_pq`` without ``check_pq``.
+    the site promises them). Only what the site promises is fetched (no probing):
+    entropy records where it has a descriptor, co-signatures where it promises
+    them, so a NIST site costs one GET per pulse (plus its certificates and one
+    per day for an archive). ``start``: the verifier of the pulses before
+    ``first``, to continue (``resume.rebuild``); ``checkpoint(verifier, done)`` is
+    called after each segment, pulses up to ``done`` joined. Raises ``FetchError``
+    when the site cannot be read, ``BadHeadError`` when its head is impossible,
+    ``ValueError`` for a ``jobs`` out of 1..64 or ``policy.require_pq`` without
+    ``check_pq``.
     """
     if not 1 <= jobs <= MAX_JOBS:
         raise ValueError(f"jobs must be 1..{MAX_JOBS}, got {jobs}")
@@ -298,8 +312,12 @@ def replay_chain(
         descriptor = read_descriptor(source)
     if not check_pq:
         descriptor = dataclasses.replace(descriptor, cosignatures=None)
+    # Fetch what the site promises, or what the policy requires; never probe.
+    archives = archives and descriptor.daily_archives
+    records = descriptor.present or policy.require_entropy
+    check_pq = check_pq and (policy.require_pq or descriptor.cosignatures is not None)
     last = tip.pulse_index if last is None else last
-    joined = ChainVerifier(certificates=_no_certificate)
+    joined = ChainVerifier(certificates=_no_certificate) if start is None else start
     if first > last:
         return joined.report
     tasks = plan_segments(
@@ -311,6 +329,7 @@ def replay_chain(
         policy=policy,
         check_pq=check_pq,
         descriptor=descriptor,
+        records=records,
     )
     total = last - first + 1
 
@@ -320,6 +339,8 @@ def replay_chain(
 
     for task, segment in zip(tasks, _segments(tasks, jobs, tick), strict=True):
         joined.join(segment)
+        if checkpoint is not None:
+            checkpoint(joined, task.last)
         if progress is not None:
             progress(task.last - first + 1, total)
     _settle_batches(joined.report, tip.chain_index, descriptor)
