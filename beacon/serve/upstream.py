@@ -25,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from beacon_verifier.errors import FetchError
 from beacon_verifier.fetch import LocalSource, Source, read_chunks
+
+T = TypeVar("T")
 
 __all__ = ["Upstream", "UpstreamError"]
 
@@ -108,21 +111,7 @@ class Upstream:
             self._cached_bytes -= len(old[0])
 
     async def _read(self, key: str, max_bytes: int) -> bytes | None:
-        try:
-            if self._pool is None:
-                return self.source.get(key, max_bytes=max_bytes)
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._pool, self._get_sync, key, max_bytes)
-            return await asyncio.wait_for(future, self.timeout)
-        except FetchError as exc:
-            raise UpstreamError(str(exc)) from None
-        except TimeoutError:
-            raise UpstreamError(
-                f"{key}: no answer from the site within {self.timeout:g} s"
-            ) from None
-
-    def _get_sync(self, key: str, max_bytes: int) -> bytes | None:
-        return self.source.get(key, max_bytes=max_bytes)
+        return await self._bounded(key, lambda: self.source.get(key, max_bytes=max_bytes))
 
     async def stream(self, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
         """A large immutable object (a daily archive) in pieces, never cached whole.
@@ -130,14 +119,16 @@ class Upstream:
         Opening is bounded like ``get``; the pieces are read by the caller (on the
         pool for remote sites) and each is bounded by the source's own timeouts.
         """
+        return await self._bounded(key, lambda: read_chunks(self.source, key, max_bytes=max_bytes))
+
+    async def _bounded(self, key: str, call: Callable[[], T]) -> T:
+        """``call()``: inline for a local site, else on the pool within ``timeout``;
+        the site's failures become ``UpstreamError``."""
         try:
             if self._pool is None:
-                return read_chunks(self.source, key, max_bytes=max_bytes)
+                return call()
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(
-                self._pool, lambda: read_chunks(self.source, key, max_bytes=max_bytes)
-            )
-            return await asyncio.wait_for(future, self.timeout)
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, call), self.timeout)
         except FetchError as exc:
             raise UpstreamError(str(exc)) from None
         except TimeoutError:
