@@ -232,7 +232,10 @@ class ExternalMixer:
             (chain_index, pulse_index, record.status_code, record.to_json()),
         )
         if record.status_code != ext.STATUS_VALID:
-            log.info(
+            # An outage is logged once by the relays (and once when they come back), not
+            # on every pulse; a withheld or invalid round is news each time.
+            log.log(
+                logging.DEBUG if record.status_code == ext.STATUS_UNREACHABLE else logging.INFO,
                 "pulse %d/%d: external missing (code %d): %s",
                 chain_index,
                 pulse_index,

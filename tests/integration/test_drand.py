@@ -240,11 +240,11 @@ def test_v2_draw_moves_past_a_withheld_round_and_says_so(tmp_path: Path) -> None
 
 
 def test_info_must_match_the_pins_and_outages_are_logged_once(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     from beacon_verifier.external import STATUS_INVALID_ROUND, STATUS_VALID
 
-    from beacon.drand import DrandRelays
+    from beacon.drand import DrandRelays, ExternalMixer
     from tests.drand_relay import SigningChain
 
     tc = signing_chain_for(PERIOD_S)
@@ -268,6 +268,15 @@ def test_info_must_match_the_pins_and_outages_are_logged_once(
         now = int(time.time()) * 1000
         assert client.fetch(now, 500).status_code == STATUS_VALID
         assert client.fetch(now, 500).status_code == STATUS_VALID
+    # A beacon on an outage: one line for it, none per pulse.
+    mixer = ExternalMixer(
+        DrandRelays([down], chain_hash=tc.chain.chain_hash, public_key=tc.chain.public_key),
+        state_path=tmp_path / "state.sqlite",
+        wait_ms=200,
+    )
+    for index in (1, 2, 3):
+        mixer.external_for(1, index, int(time.time()) * 1000)
     messages = [r.getMessage() for r in caplog.records if r.name == "beacon.drand"]
-    assert sum("no relay reachable" in m for m in messages) == 1, messages
+    assert not any("external missing" in m for m in messages), messages
+    assert sum("no relay reachable" in m for m in messages) == 2, messages  # client, mixer
     assert sum("reachable again" in m for m in messages) == 1, messages
