@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 from beacon_verifier.chain import ChainVerifier
-from beacon_verifier.checks import TrustedCertificate, verify_pulse
+from beacon_verifier.checks import TrustedCertificate
+from beacon_verifier.core import Evidence, check_pulse
 from beacon_verifier.format import ZERO_HASH, Pulse, parse_pulse
 
 from beacon.pulse.builder import BuildError, BuiltPulse, ChainHead, build_pulse
@@ -86,7 +87,8 @@ def test_first_pulse_starts_a_chain(signer: Signer, cert_lookup: Callable) -> No
     assert p.uri == "https://beacon.example/beacon/2.0/chain/1/pulse/1"
     assert p.precommitment_value == hashlib.sha512(value(1)).digest()
     assert p.version == "2.0" and p.cipher_suite == 0 and p.period == MINUTE
-    assert verify_pulse(parse_pulse(first.data), cert_lookup(p.certificate_id)).ok
+    evidence = Evidence(parse_pulse(first.data), certificate=cert_lookup(p.certificate_id))
+    assert check_pulse(evidence).ok
 
 
 def test_consecutive_pulses_open_precommitments(signer: Signer, cert_lookup: Callable) -> None:

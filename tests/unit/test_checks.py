@@ -11,8 +11,8 @@ from beacon_verifier.checks import (
     TrustedCertificate,
     check_pair,
     expected_status_bits,
-    verify_pulse,
 )
+from beacon_verifier.core import Evidence, Verdict, check_pulse
 from beacon_verifier.errors import PulseFormatError
 from beacon_verifier.format import (
     ZERO_HASH,
@@ -21,6 +21,11 @@ from beacon_verifier.format import (
     OutputVariant,
     Pulse,
 )
+
+
+def verify_pulse(pulse: Pulse, certificate: TrustedCertificate | None) -> Verdict:
+    """The one core's verdict on a pulse with its certificate and nothing else."""
+    return check_pulse(Evidence(pulse, certificate=certificate))
 
 
 def _flip(value: bytes, at: int = 0) -> bytes:
@@ -153,7 +158,7 @@ def test_without_certificate_the_signature_is_unverifiable(
 ) -> None:
     report = verify_pulse(nist_pulses[54610], None)
     assert report.signature == "unverifiable"
-    assert report.failures == ()
+    assert report.failures == []
     assert not report.ok
 
 

@@ -1,7 +1,7 @@
 """Checks on pulses: one pulse on its own, a pair of consecutive pulses, skip links.
 
 Every check raises a ``CheckError`` subclass naming the pulse, the check, and
-the expected and actual values; ``verify_pulse`` collects those into a report.
+the expected and actual values; ``single_pulse`` collects those for one pulse.
 Inputs are already-parsed pulses and certificate bytes; this module fetches
 nothing and reads no clock. ``core.check_pulse`` builds the one verdict of a
 pulse on these; ``chain.ChainVerifier`` replays a chain with it.
@@ -157,45 +157,14 @@ def check_chain_start(pulse: Pulse) -> None:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class PulseReport:
-    """What ``verify_pulse`` found: which checks ran and which failed."""
-
-    chain_index: int
-    pulse_index: int
-    time_stamp: str
-    output_variant: OutputVariant | None
-    signature: str  # "valid", "invalid" or "unverifiable"
-    failures: tuple[CheckError, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and self.signature == "valid"
-
-
-def verify_pulse(pulse: Pulse, certificate: TrustedCertificate | None) -> PulseReport:
-    """The checks of one pulse on its own, collecting failures instead of stopping at the first.
-
-    Without a certificate the signature is reported ``unverifiable`` and
-    everything else is still checked. The layer below ``core.check_pulse``,
-    which adds the pulse's predecessor, entropy record, co-signature and external.
-    """
-    failures, signature, variant = single_pulse(pulse, certificate)
-    return PulseReport(
-        chain_index=pulse.chain_index,
-        pulse_index=pulse.pulse_index,
-        time_stamp=pulse.time_stamp,
-        output_variant=variant,
-        signature=signature,
-        failures=tuple(failures),
-    )
-
-
 def single_pulse(
     pulse: Pulse, certificate: TrustedCertificate | None
 ) -> tuple[list[CheckError], str, OutputVariant | None]:
-    """What ``verify_pulse`` reports, as (failures, signature, variant): a chain replay
-    runs this for every pulse and needs no report object for it."""
+    """The checks of one pulse on its own, as (failures, signature, variant),
+    collecting failures instead of stopping at the first. Without a certificate the
+    signature is ``unverifiable`` and everything else is still checked. The layer
+    below ``core.check_pulse``, which adds the predecessor, entropy record,
+    co-signature and external."""
     signed = signing_input(pulse)
     hashed = hashlib.sha512(signed)  # S is hashed once, for the signature and outputValue
     failures: list[CheckError] = []
