@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from beacon_verifier import layout
 from beacon_verifier.cli import main
+from beacon_verifier.core import ANY, Policy
 from beacon_verifier.descriptor import (
     NIST_SITE,
     Promise,
@@ -272,3 +273,13 @@ def test_a_withheld_used_up_raw_batch_is_a_failure(raw_site: Path) -> None:
 
 def test_nist_site_descriptor_is_nothing() -> None:
     assert not NIST_SITE.present and NIST_SITE.policy_for(1, 1).require_entropy is False
+
+
+def test_what_is_fetched_is_what_the_site_promises_or_the_policy_requires() -> None:
+    # A NIST site (no descriptor): pulses only, unless the policy asks for more.
+    assert NIST_SITE.fetches(ANY) == (False, False)
+    assert NIST_SITE.fetches(Policy(require_entropy=True, require_pq=True)) == (True, True)
+    ours = SiteDescriptor(entropy_records=Promise(1, 1), cosignatures=Promise(1, 5))
+    assert ours.fetches(ANY) == (True, True)
+    assert ours.fetches(ANY, check_pq=False) == (True, False)
+    assert SiteDescriptor(entropy_records=Promise(1, 1)).fetches(ANY) == (True, False)

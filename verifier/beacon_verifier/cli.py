@@ -24,7 +24,7 @@ from beacon_verifier import __version__, drawcmd, entropycmd
 from beacon_verifier.chain import ChainReport
 from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.claims import kind_words
-from beacon_verifier.core import Evidence, NotFetched, Policy, Verdict, check_pulse
+from beacon_verifier.core import NOT_FETCHED, Evidence, NotFetched, Policy, Verdict, check_pulse
 from beacon_verifier.descriptor import NIST_SITE, SiteDescriptor
 from beacon_verifier.drawcmd import parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
@@ -253,16 +253,29 @@ def _verdict(
     *,
     descriptor: SiteDescriptor | None = None,
     certificate: TrustedCertificate | None = None,
+    predecessor: Pulse | NotFetched | None = NOT_FETCHED,
 ) -> Verdict:
-    """The core's verdict on ``pulse`` with all the evidence ``source`` has, under the
-    options and what the site promises (the one path of ``pulse``, ``time``, ``skiplist``)."""
+    """The core's verdict on ``pulse`` with the evidence ``source`` has of what it
+    promises, under the options (the one path of ``pulse``, ``time``, ``skiplist``).
+    ``predecessor``: already fetched (and proved) by the caller, if it was."""
     check_pq = getattr(args, "check_pq", True)
     if descriptor is None:
         descriptor = NIST_SITE if source is None else read_descriptor(source)
     if not check_pq:
         descriptor = dataclasses.replace(descriptor, cosignatures=None)
-    evidence = gather_evidence(source, pulse, certificate=certificate, cosignatures=check_pq)
     policy = descriptor.policy_for(pulse.chain_index, pulse.pulse_index, _policy(args))
+    records, cosignatures = descriptor.fetches(policy, check_pq)
+    fetched = not isinstance(predecessor, NotFetched)
+    evidence = gather_evidence(
+        source,
+        pulse,
+        certificate=certificate,
+        cosignatures=cosignatures,
+        records=records,
+        predecessor=not fetched,
+    )
+    if fetched:
+        evidence.predecessor = predecessor
     return check_pulse(evidence, policy)
 
 
@@ -429,19 +442,7 @@ def _cmd_time(args: argparse.Namespace) -> int:
         raise FetchError(f"{source.describe()}: no pulse {_RELATION[kind]} {when}")
     verdict = None
     if pulse is not None:
-        descriptor = read_descriptor(source)
-        if not args.check_pq:
-            descriptor = dataclasses.replace(descriptor, cosignatures=None)
-        evidence = gather_evidence(
-            source,
-            pulse,
-            cosignatures=args.check_pq,
-            predecessor=isinstance(answer.predecessor, NotFetched),
-        )
-        if not isinstance(answer.predecessor, NotFetched):
-            evidence.predecessor = answer.predecessor
-        policy = descriptor.policy_for(pulse.chain_index, pulse.pulse_index, _policy(args))
-        verdict = check_pulse(evidence, policy)
+        verdict = _verdict(source, pulse, args, predecessor=answer.predecessor)
     ok = verdict is not None and verdict.ok and answer.index_error is None
     not_checked = [] if answer.unproved is None else [f"time answer: {answer.unproved}"]
     if args.json:

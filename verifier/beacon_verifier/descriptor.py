@@ -95,6 +95,15 @@ class SiteDescriptor:
             return base
         return _policy(entropy, pq, base.require_external, base.drand)
 
+    def fetches(self, policy: Policy, check_pq: bool = True) -> tuple[bool, bool]:
+        """Whether entropy records and co-signatures are worth fetching: where the site
+        has a descriptor (records) or promises them (co-signatures), or the policy
+        requires them. A site is never probed for what it does not promise, so a NIST
+        site costs one GET a pulse; what is not fetched is named "not checked"."""
+        records = self.present or policy.require_entropy
+        cosignatures = check_pq and (policy.require_pq or self.cosignatures is not None)
+        return records, cosignatures
+
     def promises_raw(self, chain: int, pulse: int) -> bool:
         return self.raw_data is not None and self.raw_data.covers(chain, pulse)
 

@@ -230,13 +230,16 @@ def check_draw_pulse(
     from an unverified pulse."""
     where = source.describe()
     ref = f"pulse {pulse.chain_index}/{pulse.pulse_index} at {pulse.time_stamp}"
+    descriptor = read_descriptor(source)
+    policy = descriptor.policy_for(pulse.chain_index, pulse.pulse_index, policy)
+    records, cosignatures = descriptor.fetches(policy)
     fetched = not isinstance(predecessor, NotFetched)
-    evidence = gather_evidence(source, pulse, predecessor=not fetched)
+    evidence = gather_evidence(
+        source, pulse, predecessor=not fetched, records=records, cosignatures=cosignatures
+    )
     if fetched:
         evidence.predecessor = predecessor
-    verdict = check_pulse(
-        evidence, read_descriptor(source).policy_for(pulse.chain_index, pulse.pulse_index, policy)
-    )
+    verdict = check_pulse(evidence, policy)
     if verdict.signature == "unverifiable":
         raise DrawError(
             f"{where}: {ref}: signature unverifiable, no certificate "

@@ -314,8 +314,7 @@ def replay_chain(
         descriptor = dataclasses.replace(descriptor, cosignatures=None)
     # Fetch what the site promises, or what the policy requires; never probe.
     archives = archives and descriptor.daily_archives
-    records = descriptor.present or policy.require_entropy
-    check_pq = check_pq and (policy.require_pq or descriptor.cosignatures is not None)
+    records, check_pq = descriptor.fetches(policy, check_pq)
     last = tip.pulse_index if last is None else last
     joined = ChainVerifier(certificates=_no_certificate) if start is None else start
     if first > last:

@@ -200,6 +200,7 @@ def gather_evidence(
     certificate: TrustedCertificate | None = None,
     cosignatures: bool = True,
     predecessor: bool = True,
+    records: bool = True,
 ) -> Evidence:
     """Everything ``source`` has to check ``pulse`` with (``certificate``: one given by
     the user, preferred when the pulse names it). Without a site, only the pulse and
@@ -211,9 +212,10 @@ def gather_evidence(
         return evidence
     chain, index = pulse.chain_index, pulse.pulse_index
     try:
-        evidence.entropy = source.get(
-            layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES
-        )
+        if records:
+            evidence.entropy = source.get(
+                layout.entropy_record_key(chain, index), max_bytes=MAX_RECORD_BYTES
+            )
     except TooLargeError as exc:
         evidence.entropy_error = str(exc)
     if isinstance(evidence.entropy, bytes) and b'"batchSha512"' in evidence.entropy:
