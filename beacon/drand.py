@@ -244,6 +244,26 @@ class ExternalMixer:
             )
         return ext.external_of(self._chain_or_pinned(), record)
 
+    def record_for(self, chain_index: int, pulse_index: int) -> bytes | None:
+        """The round record kept for pulse (chain, pulse), as published."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT record FROM external WHERE chain_index=? AND pulse_index=?",
+                (chain_index, pulse_index),
+            )
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    def remember(self, chain_index: int, pulse_index: int, data: bytes) -> None:
+        """Keep the round record of a pulse planned elsewhere (``beacon.plan``) to publish it."""
+        status = ext.RoundRecord.from_json(data).status_code
+        self._db().execute(
+            "INSERT OR REPLACE INTO external VALUES (?, ?, ?, ?)",
+            (chain_index, pulse_index, status, data),
+        )
+
     def _fetch(self, boundary_ms: int) -> ext.RoundRecord:
         if self._running is not None and not self._running.done():
             return self.relays.missing(
@@ -274,17 +294,10 @@ class ExternalMixer:
         """Publish the round record of the pulse at ``time_ms`` (before the pulse itself,
         as immutable; keyed by its time, so that no orphan record of a dead instance
         can block it)."""
-        row = (
-            self._db()
-            .execute(
-                "SELECT record FROM external WHERE chain_index=? AND pulse_index=?",
-                (chain_index, pulse_index),
-            )
-            .fetchone()
-        )
-        if row is not None:
+        data = self.record_for(chain_index, pulse_index)
+        if data is not None:
             publisher.put_immutable(
-                layout.external_key(chain_index, time_ms), bytes(row[0]), content_type=JSON
+                layout.external_key(chain_index, time_ms), data, content_type=JSON
             )
 
     def status(self) -> dict[str, Any]:

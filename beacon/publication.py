@@ -1,7 +1,7 @@
 """The publisher thread: every write of every committed pulse, in order.
 
-One thread drains the outbox in order, retrying with backoff, so a store
-outage delays publication but never a tick. For each pulse it writes, in this
+One thread drains the outbox in order, retrying with backoff, so a slow or
+failing store delays publication but never a tick. For each pulse it writes, in this
 order: the identity (once per run), the pulse's objects (``publish_item``),
 marks it published in the state, archives complete days, publishes used-up raw
 batches, then ``status.json`` (``beacon.status.build_status``); and once per

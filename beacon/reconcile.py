@@ -19,26 +19,25 @@ the store's head with the state's head:
 After adopting, the pulses the store holds whose derived objects may be
 missing (after the last time-indexed pulse, and the head itself) are queued
 for publication again, so the time alias, page, index entries and ``last``
-are completed. An entropy record found for the next slot with no pulse (left
-by an active that died between the two writes) is inherited: the next pulse
-uses it, so nothing conflicts, even under Object Lock.
+are completed. A plan found in the store for the next slot (``beacon.plan``:
+left by an active that died after storing it, perhaps after signing it) is
+inherited: the next pulse is that plan, signed, so the index keeps one pulse
+and nothing conflicts, even under Object Lock.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
-from beacon_verifier import layout
 from beacon_verifier.errors import FetchError
 from beacon_verifier.format import parse_pulse
 from beacon_verifier.timeindex import BOUNDS_KEY, parse_bounds
 
 from beacon.config import Settings
-from beacon.entropy import SOURCE_KINDS, EntropyDraw
 from beacon.errors import BeaconError
 from beacon.lease import Lease
+from beacon.plan import PlanError, load_plan
 from beacon.publish import Publisher
 from beacon.publish.head import published_item, read_store_head
 from beacon.pulse.builder import ChainHead, PulseSlot, next_slot
@@ -56,10 +55,10 @@ class StoreConflictError(BeaconError):
 
 @dataclass(frozen=True, slots=True)
 class Reconciled:
-    """``adopted``: the state took the store's head; ``inherited``: the next pulse's entropy."""
+    """``adopted``: the state took the store's head; ``inherited``: the next pulse's plan."""
 
     adopted: bool
-    inherited: tuple[PulseSlot, EntropyDraw] | None = None
+    inherited: bool = False
 
 
 def describe_store(settings: Settings) -> str:
@@ -106,8 +105,9 @@ def reconcile(
             "none" if head is None else f"{head.chain_index}/{head.pulse_index}",
         )
     slot = next_slot(state.head(), settings.chain)
-    inherited = _orphan_record(publisher, slot)
-    return Reconciled(adopted=adopted, inherited=None if inherited is None else (slot, inherited))
+    return Reconciled(
+        adopted=adopted, inherited=_inherit_plan(publisher, state, slot, certificate_id)
+    )
 
 
 def _settle(
@@ -254,28 +254,33 @@ def _adopt(publisher: Publisher, state: State, store: ChainHead) -> None:
         )
 
 
-def _orphan_record(publisher: Publisher, slot: PulseSlot) -> EntropyDraw | None:
-    """The entropy record published for ``slot`` without its pulse, if one is there."""
-    data = publisher.get(layout.entropy_record_key(slot.chain_index, slot.pulse_index))
-    if data is None:
-        return None
+def _inherit_plan(
+    publisher: Publisher, state: State, slot: PulseSlot, certificate_id: bytes
+) -> bool:
+    """Take up the plan the store holds for ``slot``, if another instance stored it.
+
+    True when the state's plan for ``slot`` was replaced by the store's. A plan
+    the state holds that the store lacks stays: it is stored at the next tick.
+    """
+    saved = state.plan()
+    if saved is not None and (saved.chain_index, saved.pulse_index) != (
+        slot.chain_index,
+        slot.pulse_index,
+    ):
+        state.drop_plan()  # made for an index the chain has moved past
+        saved = None
     try:
-        record = json.loads(data)
-        kind = record["source"]
-        named = (record["chainIndex"], record["pulseIndex"])
-    except (ValueError, TypeError, KeyError):
+        stored = load_plan(publisher, slot, certificate_id)
+    except PlanError as exc:
         raise StoreConflictError(
-            f"the entropy record of pulse {slot.chain_index}/{slot.pulse_index} in the store "
-            "is not a record this beacon writes; refusing to sign that pulse"
+            f"{exc}; refusing to sign pulse {slot.chain_index}/{slot.pulse_index}"
         ) from None
-    if kind not in SOURCE_KINDS or named != (slot.chain_index, slot.pulse_index):
-        raise StoreConflictError(
-            f"the entropy record of pulse {slot.chain_index}/{slot.pulse_index} in the store "
-            f"names pulse {named[0]}/{named[1]} or an unknown source; refusing to sign that pulse"
-        )
+    if stored is None or (saved is not None and saved.data == stored.to_bytes()):
+        return False
+    state.save_plan(slot.chain_index, slot.pulse_index, stored.to_bytes(), None)
     log.warning(
-        "pulse %d/%d: inheriting the entropy record a previous active published without its pulse",
+        "pulse %d/%d: inheriting the plan a previous active stored (it may have signed it)",
         slot.chain_index,
         slot.pulse_index,
     )
-    return EntropyDraw(record=data, kind=kind)
+    return True

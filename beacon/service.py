@@ -2,12 +2,13 @@
 
 Threads, and why:
 - the scheduler thread runs ``tick`` on every period boundary (APScheduler 3,
-  UTC, coalesce, misfire grace, one instance at a time). A tick only builds,
-  signs and commits: milliseconds. Its timeStamp is the nominal boundary.
+  UTC, coalesce, misfire grace, one instance at a time). A tick plans the
+  pulse, stores the plan (``beacon.plan``: one create-only write), signs and
+  commits: milliseconds. Its timeStamp is the nominal boundary.
 - the entropy prefetcher (``beacon.prefetch``) runs the slow quantum job for
   the pulse after next, so its value exists one period ahead.
 - the publication (``beacon.publication``) drains the outbox in order, so a
-  store outage delays publication but never a tick.
+  slow store delays publication but never a tick.
 - the lease keeper (``beacon.leasekeeper``) waits as a standby, then renews the
   publishing lease while this instance is active. Before the first tick,
   start-up reconciliation (``beacon.reconcile``) makes the state and the store
@@ -33,11 +34,19 @@ from beacon.faults import failpoint
 from beacon.lease import Lease, lease_ttl_ms
 from beacon.leasekeeper import LeaseKeeper
 from beacon.metrics import Metrics
+from beacon.plan import Plan, PlanStore
 from beacon.prefetch import EntropyPrefetcher, FallbackFactory
 from beacon.publication import Publication
 from beacon.publish import Publisher
 from beacon.publish.local import LocalDirPublisher
-from beacon.pulse.builder import BuildError, PulseSlot, build_pulse, next_slot
+from beacon.pulse.builder import (
+    BuildError,
+    ChainHead,
+    PulseSlot,
+    next_slot,
+    plan_pulse,
+    sign_pulse,
+)
 from beacon.pulse.keys import Signer
 from beacon.reconcile import describe_store, reconcile
 from beacon.state import InstanceLock, State
@@ -84,7 +93,6 @@ class Beacon:
             self._lock.release()
             raise
         self._current: EntropyDraw | None = None
-        self._inherited: tuple[PulseSlot, EntropyDraw] | None = None
         self._outbox_full = False
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
@@ -100,6 +108,14 @@ class Beacon:
             monotonic=clock.monotonic,
         )
         self.lease_keeper = LeaseKeeper(lease, self.metrics, on_lost=self._fail)
+        self.plans = PlanStore(
+            publisher,
+            lease,
+            external,
+            where=describe_store(settings),
+            on_lost=self.lease_keeper.lose,
+            on_fatal=self._fail,
+        )
         self.prefetcher = EntropyPrefetcher(
             source=source, fallback=fallback, state=self.state, metrics=self.metrics, clock=clock
         )
@@ -133,14 +149,21 @@ class Beacon:
     def prime(self) -> None:
         """Make sure the next pulse has its entropy and the one after is being prepared.
 
-        The value of the next pulse is normally the stored commitment; after a
-        new chain or a lost commitment it is drawn now (that pulse will carry
-        statusCode bit 1 if it does not open a precommitment).
+        The value of the next pulse is its plan's when one is saved (``beacon.plan``),
+        otherwise the stored commitment; after a new chain or a lost commitment it
+        is drawn now (that pulse will carry statusCode bit 1 if it does not open a
+        precommitment).
         """
         slot = self.next_slot()
+        saved = self.state.plan()
         commitment = self.state.commitment()
-        if self._inherited is not None and self._inherited[0] == slot:
-            self._current = self._inherited[1]  # its record is already in the store
+        if saved is not None and (saved.chain_index, saved.pulse_index) == (
+            slot.chain_index,
+            slot.pulse_index,
+        ):
+            self._current = Plan.from_bytes(saved.data).draw
+            if saved.next_draw is not None:
+                return  # the plan holds the value after it too
         elif commitment is not None and (commitment.chain_index, commitment.pulse_index) == (
             slot.chain_index,
             slot.pulse_index,
@@ -151,7 +174,11 @@ class Beacon:
         self.prefetcher.prepare(slot.following())
 
     def tick(self) -> bool:
-        """Emit the pulse for the current boundary. Returns False if it waited instead."""
+        """Emit the pulse for the current boundary. Returns False if it waited instead.
+
+        The pulse is planned (or its saved plan taken up), the plan stored, and
+        only then signed and committed (``beacon.plan``).
+        """
         if self.lease_keeper.lost:
             return False
         now = self.clock.now_ms()
@@ -184,28 +211,12 @@ class Beacon:
             )
             return False
         slot = next_slot(head, self.settings.chain)
-        if self._current is None:
-            self.prime()
-        current = self._current
-        assert current is not None
-        external = None  # round T, waited for at most external_wait_ms (beacon.drand)
-        if self.external is not None:
-            external = self.external.external_for(slot.chain_index, slot.pulse_index, boundary)
-        next_draw = self.prefetcher.take(slot.following())
-        final = self.state.request("final") is not None
         try:
-            built = build_pulse(
-                head,
-                time_ms=boundary,
-                period_ms=period,
-                local_random_value=current.local_random_value,
-                next_local_random_value=next_draw.local_random_value,
-                signer=self.signer,
-                base_url=self.settings.site_url,
-                new_chain_index=self.settings.chain,
-                final=final,
-                external=external,
-            )
+            plan, next_draw = self._plan(head, slot, boundary)
+            stored = self.plans.store(plan)
+            if stored is None:
+                return False
+            built = sign_pulse(head, stored.pulse, self.signer)
         except BuildError as exc:
             log.error("cannot build pulse %d: %s", slot.pulse_index, exc)
             return False
@@ -213,19 +224,20 @@ class Beacon:
         self.state.commit_pulse(
             head=built.head,
             pulse=built.data,
-            draw=current,
+            draw=stored.draw,
             next_draw=next_draw,
             cosignature=built.cosignature,
         )
         failpoint("after-commit")
-        self.metrics.pulse_committed(current.kind)
+        self.metrics.pulse_committed(stored.kind)
         log.info(
-            "pulse %d/%d %s status %d source %s",
+            "pulse %d/%d %s status %d source %s output %s",
             built.pulse.chain_index,
             built.pulse.pulse_index,
             built.pulse.time_stamp,
             built.pulse.status_code,
-            current.kind,
+            stored.kind,
+            built.pulse.output_value.hex()[:16],
         )
         self.publication.wake.set()
         self.emitted += 1
@@ -239,6 +251,55 @@ class Beacon:
         if self.count is not None and self.emitted >= self.count:
             self.stop()
         return True
+
+    def _plan(
+        self, head: ChainHead | None, slot: PulseSlot, boundary: int
+    ) -> tuple[Plan, EntropyDraw]:
+        """The plan of pulse ``slot`` and the value its precommitment opens.
+
+        A plan the state already holds for ``slot`` is kept, whatever its time: it
+        may be in the store, so it is the only pulse this index may have. Otherwise
+        a new plan for ``boundary`` is made and saved.
+        """
+        saved = self.state.plan()
+        if saved is not None and (saved.chain_index, saved.pulse_index) == (
+            slot.chain_index,
+            slot.pulse_index,
+        ):
+            plan = Plan.from_bytes(saved.data)
+            if plan.pulse.time_ms != boundary:
+                log.info(
+                    "pulse %d/%d: signing the plan made for %s",
+                    slot.chain_index,
+                    slot.pulse_index,
+                    plan.pulse.time_stamp,
+                )
+            return plan, saved.next_draw or self.prefetcher.take(slot.following())
+        if self._current is None:
+            self.prime()
+        current = self._current
+        assert current is not None
+        external = record = None  # round T, waited for at most external_wait_ms (beacon.drand)
+        if self.external is not None:
+            external = self.external.external_for(slot.chain_index, slot.pulse_index, boundary)
+            record = self.external.record_for(slot.chain_index, slot.pulse_index)
+        next_draw = self.prefetcher.take(slot.following())
+        unsigned = plan_pulse(
+            head,
+            time_ms=boundary,
+            period_ms=self.settings.period_ms,
+            local_random_value=current.local_random_value,
+            next_local_random_value=next_draw.local_random_value,
+            certificate_id=bytes(self.signer.certificate_id),
+            base_url=self.settings.site_url,
+            new_chain_index=self.settings.chain,
+            final=self.state.request("final") is not None,
+            external=external,
+        )
+        plan = Plan(pulse=unsigned, record=current.record, kind=current.kind, external=record)
+        self.state.save_plan(slot.chain_index, slot.pulse_index, plan.to_bytes(), next_draw)
+        failpoint("after-plan")
+        return plan, next_draw
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -254,8 +315,7 @@ class Beacon:
                     certificate_id=self.signer.certificate_id,
                     take_over=self.take_over_chain,
                 )
-                self._inherited = reconciled.inherited
-                if reconciled.adopted or reconciled.inherited is not None:
+                if reconciled.adopted or reconciled.inherited:
                     self._current = None
                 return True
             except LeaseLostError as exc:

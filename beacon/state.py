@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS published (
     PRIMARY KEY (chain_index, pulse_index)
 );
 CREATE INDEX IF NOT EXISTS published_time ON published (time_ms);
+CREATE TABLE IF NOT EXISTS plan (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chain_index INTEGER NOT NULL, pulse_index INTEGER NOT NULL, plan BLOB NOT NULL,
+    next_record BLOB, next_kind TEXT
+);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -104,6 +109,16 @@ class Commitment:
     chain_index: int
     pulse_index: int
     draw: EntropyDraw
+
+
+@dataclass(frozen=True, slots=True)
+class SavedPlan:
+    """A pulse plan kept in the state (``beacon.plan``), and the value it commits to."""
+
+    chain_index: int
+    pulse_index: int
+    data: bytes
+    next_draw: EntropyDraw | None
 
 
 def _anchors_to_json(anchors: dict[str, Anchor]) -> str:
@@ -180,6 +195,16 @@ class State:
         if row is None:
             return None
         return Commitment(row[0], row[1], EntropyDraw(record=bytes(row[2]), kind=row[3]))
+
+    def plan(self) -> SavedPlan | None:
+        """The plan of the next pulse, saved before it went to the store (``beacon.plan``)."""
+        row = self._db.execute(
+            "SELECT chain_index, pulse_index, plan, next_record, next_kind FROM plan"
+        ).fetchone()
+        if row is None:
+            return None
+        next_draw = None if row[3] is None else EntropyDraw(record=bytes(row[3]), kind=row[4])
+        return SavedPlan(row[0], row[1], bytes(row[2]), next_draw)
 
     def outbox(self, limit: int = 100) -> list[OutboxItem]:
         rows = self._db.execute(
@@ -299,6 +324,7 @@ class State:
             )
             failpoint("in-transaction")
             _write_head(db, head)
+            db.execute("DELETE FROM plan")
             if head.ended:
                 db.execute("DELETE FROM commitment")
                 db.execute("DELETE FROM requests WHERE name='final'")
@@ -309,6 +335,30 @@ class State:
                 )
             _bump(db, "pulses")
             _bump(db, f"source:{draw.kind}")
+
+    def save_plan(
+        self, chain_index: int, pulse_index: int, plan: bytes, next_draw: EntropyDraw | None
+    ) -> None:
+        """Keep the plan of the next pulse (and the value it commits to) before it is stored.
+
+        ``next_draw`` is None for a plan inherited from another instance, whose
+        committed next value this state never had.
+        """
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO plan VALUES (1, ?, ?, ?, ?, ?)",
+                (
+                    chain_index,
+                    pulse_index,
+                    plan,
+                    None if next_draw is None else next_draw.record,
+                    None if next_draw is None else next_draw.kind,
+                ),
+            )
+
+    def drop_plan(self) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM plan")
 
     def mark_published(self, seq: int, time_ms: int) -> None:
         """Move a confirmed pulse from the outbox to the pulses kept until their day is archived."""
@@ -376,7 +426,8 @@ class State:
         """Continue from ``head`` (read from the store after a failover takeover).
 
         Drops the outbox (pulses that were never published, or that another
-        instance already superseded) and the commitment (its value was never
+        instance already superseded), the plan (``beacon.plan``: reconciliation
+        looks for the store's) and the commitment (its value was never
         published, so the next pulse cannot open it: statusCode bit 1). Returns
         how many outbox pulses were dropped.
         """
@@ -384,6 +435,7 @@ class State:
             dropped = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             db.execute("DELETE FROM outbox")
             db.execute("DELETE FROM commitment")
+            db.execute("DELETE FROM plan")
             _write_head(db, head)
             _bump(db, "takeovers")
         return dropped

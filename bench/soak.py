@@ -24,7 +24,9 @@ chain s3://...`` replays the chain, and the script prints the figures:
 expected periods, pulses published, gaps (all must carry statusCode bit 2),
 pulses lost (indices some instance committed that the store lacks: must be 0),
 forks (must be 0: a refused conflicting write, two outputs seen for one index,
-or one index committed by two instances even if one was never published),
+or two different pulses committed for one index by two instances, even if one
+was never published; one pulse signed by both, from its stored plan, is not a
+fork and is counted apart),
 fallbacks disclosed, takeover times and publish latency. An instance that
 exits on its own (e.g. after losing the lease) is restarted and reported, as
 is a takeover that no kill caused.
@@ -100,7 +102,7 @@ STANDBY_RE = re.compile(r"lease: standby as (\w+), active is (\S+)")
 TOOK_OVER_RE = re.compile(r"lease: took over from (\S+), head is pulse (\S+)")
 LOST_RE = re.compile(r"lease: lost to (\S+); stopping")
 DROPPED_RE = re.compile(r"lease: dropped (\d+) unpublished pulses")
-PULSE_RE = re.compile(r" pulse (\d+)/(\d+) (\S+) status (\d+) source (\S+)")
+PULSE_RE = re.compile(r" pulse (\d+)/(\d+) (\S+) status (\d+) source (\S+) output (\w+)")
 CLOCK_WAIT = "is not past the last pulse"
 FORK_MARKS = ("refusing to continue", "AlreadyPublished", "already published with different")
 
@@ -675,13 +677,14 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
     indices = sorted(chain)
     runs = [(i.name, r) for i in soak.instances for r in i.runs]
 
-    # what every run committed, by index
-    committed: dict[int, list[str]] = {}
+    # what every run committed, by index: {output: [runs]}
+    committed: dict[int, dict[str, list[str]]] = {}
     for name, run in runs:
         for _, line in run.lines:
             match = PULSE_RE.search(line)
             if match and int(match.group(1)) == 1:
-                committed.setdefault(int(match.group(2)), []).append(f"{name}{run.number}")
+                outputs = committed.setdefault(int(match.group(2)), {})
+                outputs.setdefault(match.group(6), []).append(f"{name}{run.number}")
     top = max([*indices, *committed], default=0)
     lost = sorted(set(range(1, top + 1)) - set(indices))
 
@@ -712,7 +715,12 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
         for i, outputs in poller.outputs.items()
         if len(outputs) > 1 or (i in chain and chain[i][0]["outputValue"] not in outputs)
     )
-    reissued = sorted(i for i, who in committed.items() if len(who) > 1)
+    reissued = sorted(i for i, outputs in committed.items() if len(outputs) > 1)
+    resigned = sorted(
+        i
+        for i, outputs in committed.items()
+        if len(outputs) == 1 and len(next(iter(outputs.values()))) > 1
+    )
     dropped = sum(
         int(m.group(1))
         for _, run in runs
@@ -781,7 +789,7 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
     if forks:
         failures.append(
             f"{forks} forks ({len(fork_lines)} refused, {len(conflicting)} seen with two "
-            f"outputs, {len(reissued)} indices committed by two instances)"
+            f"outputs, {len(reissued)} indices signed differently by two instances)"
         )
     if soak.timeouts:
         failures.append("timed out waiting for " + ", ".join(soak.timeouts))
@@ -813,6 +821,7 @@ def summarize(soak: Soak, codes: dict[str, int | None]) -> dict[str, Any]:
         "forkLines": fork_lines[:10],
         "conflictingOutputs": conflicting[:10],
         "reissued": {"indices": reissued[:20], "count": len(reissued), "droppedLogged": dropped},
+        "signedFromPlanTwice": resigned[:20],
         "fallbacksDisclosed": kinds.get("os-fallback", 0),
         "fallbackReasons": dict(reasons),
         "sourceKinds": dict(kinds),
@@ -864,9 +873,10 @@ def print_summary(s: dict[str, Any]) -> None:
     print(
         f"forks                 {s['forks']} ({len(s['forkLines'])} refused, "
         f"{len(s['conflictingOutputs'])} seen with two outputs, {s['reissued']['count']} "
-        f"indices committed by two instances {s['reissued']['indices'] or ''}; "
+        f"indices signed differently by two instances {s['reissued']['indices'] or ''}; "
         f"{s['reissued']['droppedLogged']} unpublished pulses dropped per logs)"
     )
+    print(f"one pulse, two signers {s['signedFromPlanTwice'] or 0} (the same plan, same bytes)")
     print(f"derived holes         {s['holes']['count']} {s['holes']['first'] or ''}")
     print(f"two published pulses  {len(s['twoPublishedPulses'])} {s['twoPublishedPulses'] or ''}")
     print(f"fallbacks disclosed   {s['fallbacksDisclosed']} {s['fallbackReasons']}")

@@ -1,10 +1,11 @@
 """Building the next pulse of a chain: pure, from (head, entropy, time, signer).
 
-``build_pulse`` takes the chain head (what the last pulse left behind), this
+``plan_pulse`` takes the chain head (what the last pulse left behind), this
 pulse's local random value (committed one period ago), the next pulse's local
-random value (to commit to now), the nominal boundary time and a signer, and
-returns the signed pulse, its exact bytes, and the new head. It reads no clock,
-draws no randomness and does no I/O, so every rule here is unit-testable.
+random value (to commit to now), the nominal boundary time and the certificate,
+and returns the unsigned pulse: every field decided. ``sign_pulse`` signs a plan
+and returns the pulse, its exact bytes, and the new head. They read no clock,
+draw no randomness and do no I/O, so every rule here is unit-testable.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from beacon_verifier.format import (
 )
 
 VERSION = "2.0"
+#: The signatureValue of a planned, not yet signed pulse.
+UNSIGNED = b"\0"
 
 
 class CoSigner(Protocol):
@@ -138,15 +141,45 @@ def build_pulse(
     final: bool = False,
     external: External | None = None,
 ) -> BuiltPulse:
-    """Build and sign the pulse that follows ``head`` at boundary ``time_ms``.
+    """Plan and sign the pulse that follows ``head``: ``sign_pulse(plan_pulse(...))``."""
+    unsigned = plan_pulse(
+        head,
+        time_ms=time_ms,
+        period_ms=period_ms,
+        local_random_value=local_random_value,
+        next_local_random_value=next_local_random_value,
+        certificate_id=bytes(signer.certificate_id),
+        base_url=base_url,
+        new_chain_index=new_chain_index,
+        final=final,
+        external=external,
+    )
+    return sign_pulse(head, unsigned, signer)
+
+
+def plan_pulse(
+    head: ChainHead | None,
+    *,
+    time_ms: int,
+    period_ms: int,
+    local_random_value: bytes,
+    next_local_random_value: bytes,
+    certificate_id: bytes,
+    base_url: str,
+    new_chain_index: int = 1,
+    final: bool = False,
+    external: External | None = None,
+) -> Pulse:
+    """The unsigned pulse that follows ``head`` at boundary ``time_ms``.
 
     With no head, or a head whose chain ended (bit 8), pulse 1 of a new chain
-    (``new_chain_index``, or the ended chain's index + 1) is built: statusCode
+    (``new_chain_index``, or the ended chain's index + 1) is planned: statusCode
     bit 1 and all-zero links. Otherwise statusCode bits say what happened:
     1 when ``local_random_value`` does not open the head's precommitment, 2 when
     more than one period passed, 4 when the certificate changed, and 8 when
     ``final`` ends the chain. ``external`` is the outside value mixed in (the drand
-    round of ``time_ms``, ``beacon.drand``); None: zeros.
+    round of ``time_ms``, ``beacon.drand``); None: zeros. Every field but
+    signatureValue (a placeholder) and outputValue (zeros) is final.
 
     Raises ``BuildError`` when ``time_ms`` is not a boundary after the head.
     """
@@ -170,7 +203,7 @@ def build_pulse(
             status |= STATUS_CHAIN_START_OR_NO_PRECOMMIT
         if time_ms - head.time_ms > period_ms:
             status |= STATUS_GAP
-        if bytes(signer.certificate_id) != head.certificate_id:
+        if certificate_id != head.certificate_id:
             status |= STATUS_CERTIFICATE_CHANGED
         targets = {"previous": head.as_anchor(), **head.anchors}
         links = tuple(
@@ -181,12 +214,12 @@ def build_pulse(
             )
             for t in LINK_TYPES
         )
-    unsigned = Pulse(
+    return Pulse(
         uri=layout.pulse_uri(base_url, chain, index),
         version=VERSION,
         cipher_suite=CIPHER_SUITE_RSA_SHA512,
         period=period_ms,
-        certificate_id=bytes(signer.certificate_id),
+        certificate_id=certificate_id,
         chain_index=chain,
         pulse_index=index,
         time_stamp=format_timestamp(time_ms),
@@ -195,9 +228,41 @@ def build_pulse(
         list_values=links,
         precommitment_value=hashlib.sha512(next_local_random_value).digest(),
         status_code=status,
-        signature_value=b"\0",  # placeholder: S does not cover the signature
+        signature_value=UNSIGNED,  # placeholder: S does not cover the signature
         output_value=ZERO_HASH,
     )
+
+
+def sign_pulse(head: ChainHead | None, unsigned: Pulse, signer: Signer) -> BuiltPulse:
+    """Sign a planned pulse that follows ``head``.
+
+    PKCS#1 v1.5 signatures are deterministic, so the same plan signed by the
+    same key gives the same bytes, whoever signs it (``beacon.intent``).
+
+    Raises ``BuildError`` when ``unsigned`` is not the pulse after ``head`` or
+    names another certificate.
+    """
+    new_chain = head is None or head.ended
+    if head is not None and not new_chain:
+        expected = next_slot(head)
+        previous = next((v.value for v in unsigned.list_values if v.type == "previous"), None)
+        if (
+            (unsigned.chain_index, unsigned.pulse_index)
+            != (expected.chain_index, expected.pulse_index)
+            or previous != head.output_value
+            or unsigned.time_ms <= head.time_ms
+        ):
+            raise BuildError(
+                f"the planned pulse {unsigned.chain_index}/{unsigned.pulse_index} does not "
+                f"follow pulse {head.chain_index}/{head.pulse_index}"
+            )
+    elif unsigned.pulse_index != 1:
+        raise BuildError(f"the planned pulse {unsigned.pulse_index} does not start a chain")
+    if unsigned.certificate_id != bytes(signer.certificate_id):
+        raise BuildError(
+            f"the planned pulse {unsigned.chain_index}/{unsigned.pulse_index} names "
+            f"certificateId {unsigned.certificate_id.hex()[:16]}, not this key's"
+        )
     signed = signing_input(unsigned)
     signature = signer.sign(signed)
     pulse = replace(

@@ -33,7 +33,7 @@ def _shape(keys: set[str]) -> set[str]:
     out = set()
     for key in keys:
         parts = key.split("/")
-        if "certificate" in parts or "pq-key" in parts or parts[-2:-1] == ["time"]:
+        if {"certificate", "pq-key", "plan"} & set(parts) or parts[-2:-1] == ["time"]:
             parts[-1] = "*"
         if parts[:3] == ["beacon", "2.0", "index"] and parts[-1] != "bounds.json":
             parts[-1] = "*"
@@ -75,24 +75,28 @@ def run_verify_s3(server: SeaweedS3Server, prefix: str) -> subprocess.CompletedP
     return run_verify(["chain", f"s3://{server.bucket}/{prefix}", "--json"], env=server.aws_env())
 
 
-def test_store_outage_delays_but_loses_nothing(
+def test_a_store_outage_is_a_marked_gap_and_loses_nothing(
     tmp_path: Path, s3_running: SeaweedS3Server, key_prefix: str
 ) -> None:
+    """No pulse is signed while the store cannot take its plan (``beacon.plan``):
+    nobody could see it yet. Signing resumes with the store, and the gap is marked."""
     env = s3_running.beacon_env(key_prefix)
     with beacon_running(tmp_path, ["run", "--period", "1"], env=env) as proc:
         time.sleep(4)
         s3_running.stop()
         time.sleep(5)  # several periods with the store down
         s3_running.start()
-        time.sleep(8)  # backoff, then the outbox drains in order
+        time.sleep(8)  # backoff, then signing and publishing resume
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "publish failed" in err  # the outage was seen and retried
+    assert "while the store cannot take its plan" in err  # the outage was seen
+    assert "signing resumes" in err
     checked = run_verify_s3(s3_running, key_prefix)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     report = json.loads(checked.stdout)
-    assert report["missing"] == [] and report["pulsesChecked"] >= 12
+    assert report["missing"] == [] and report["pulsesChecked"] >= 6
+    assert report["gaps"] >= 1  # the outage, marked with statusCode bit 2
     client = s3_running.client()
     last = json.loads(
         client.get_object(Bucket=s3_running.bucket, Key=f"{key_prefix}/{layout.LAST_KEY}")[

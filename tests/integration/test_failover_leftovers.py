@@ -1,9 +1,11 @@
 """Failover leaves nothing behind (issue 21, C and D), with real processes.
 
-C: the active dies between its entropy record N and pulse N; the new active
-must not wedge on the orphan record (it inherits it). D: the active dies
-half-way through publishing pulse N; the new active completes pulse N's
-derived objects (time alias, page, index entry, ``last``).
+C: the active dies after storing pulse N's plan, after signing it, or between
+its entropy record N and pulse N; the new active must not wedge, and must not
+sign a pulse N of its own: it signs the stored plan, which gives the very
+bytes the dead active signed (``beacon.plan``). D: the active dies half-way
+through publishing pulse N; the new active completes pulse N's derived objects
+(time alias, page, index entry, ``last``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from beacon_verifier.fetch import LocalSource
 from beacon_verifier.format import STATUS_CHAIN_START_OR_NO_PRECOMMIT, parse_pulse
 from beacon_verifier.timeindex import resolve
 
+from beacon.plan import Plan
 from beacon.publish.site import pulse_page_key
+from beacon.state import State
 from tests.beacon_proc import replay, run_verify
 from tests.drand_relay import running_relay, signing_chain_for
 from tests.integration.s3server import SeaweedS3Server
@@ -51,13 +55,44 @@ def _kill_active_at(
     return site
 
 
-def test_an_orphan_entropy_record_does_not_wedge_the_new_active(tmp_path: Path) -> None:
-    site = _kill_active_at(tmp_path, "after-entropy-record")
+def _signed_by(root: Path, index: int) -> bytes | None:
+    """Pulse ``index`` as the instance at ``root`` signed it (its state), if it did."""
+    state = State(root / "beacon-data" / "state.sqlite", readonly=True)
+    try:
+        return state.pulse_at(1, index)
+    finally:
+        state.close()
+
+
+@pytest.mark.parametrize("failpoint", ["after-commit", "after-entropy-record"])
+def test_a_pulse_signed_by_a_dead_active_is_the_one_its_successor_publishes(
+    tmp_path: Path, failpoint: str
+) -> None:
+    """The key never signs two pulses for one index, even when the signer dies unseen."""
+    site = _kill_active_at(tmp_path, failpoint)
     report = replay(site)
     assert report.ok and not report.missing, report
-    inherited = parse_pulse((site / layout.pulse_key(1, DIES_AT)).read_bytes())
-    # The record a died with opens a's precommitment: the chain lost nothing.
+    signed = _signed_by(tmp_path / "a", DIES_AT)
+    assert signed is not None  # a signed pulse DIES_AT before it died
+    assert (site / layout.pulse_key(1, DIES_AT)).read_bytes() == signed
+    # b could not know the value a committed to next: pulse DIES_AT + 1 says so.
+    following = parse_pulse((site / layout.pulse_key(1, DIES_AT + 1)).read_bytes())
+    assert following.status_code & STATUS_CHAIN_START_OR_NO_PRECOMMIT
+    # The record a died with opens a's precommitment: pulse DIES_AT lost nothing.
+    inherited = parse_pulse(signed)
     assert not inherited.status_code & STATUS_CHAIN_START_OR_NO_PRECOMMIT
+
+
+def test_a_plan_stored_by_a_dead_active_is_signed_by_its_successor(tmp_path: Path) -> None:
+    site = _kill_active_at(tmp_path, "before-commit")
+    assert _signed_by(tmp_path / "a", DIES_AT) is None  # a died before committing it
+    plan = Plan.from_bytes(
+        next((site / layout.ROOT / "chain/1/plan" / str(DIES_AT)).iterdir()).read_bytes()
+    )
+    published = parse_pulse((site / layout.pulse_key(1, DIES_AT)).read_bytes())
+    assert published.time_stamp == plan.pulse.time_stamp
+    assert published.local_random_value == plan.pulse.local_random_value
+    assert replay(site).ok
 
 
 def test_an_orphan_record_under_object_lock_does_not_wedge(
@@ -80,8 +115,7 @@ def test_an_orphan_record_under_object_lock_does_not_wedge(
     store = Store(get, [f"s3://{s3_running.locked_bucket}/{key_prefix}"])
     store.env = base.env
     _kill_active_at(tmp_path, "after-entropy-record", env, store)
-    inherited = parse_pulse(get(layout.pulse_key(1, DIES_AT)) or b"")
-    assert not inherited.status_code & STATUS_CHAIN_START_OR_NO_PRECOMMIT
+    assert get(layout.pulse_key(1, DIES_AT)) == _signed_by(tmp_path / "a", DIES_AT)
     report = run_verify(["chain", *store.verify_args, "--json"], env=store.env)
     assert report.returncode == 0, report.stdout + report.stderr
 
@@ -125,10 +159,10 @@ def test_a_resumed_active_cannot_overwrite_what_the_new_active_wrote(tmp_path: P
     assert replay(site).ok
 
 
-def test_an_orphan_drand_round_record_does_not_wedge_the_new_active(tmp_path: Path) -> None:
+def test_a_dead_actives_drand_round_record_is_its_successors(tmp_path: Path) -> None:
     """The dead active published the drand round record of pulse N (written before the
-    pulse); its successor's pulse N comes at a later time, with another round, and its
-    record must not collide with the orphan (records are keyed by time)."""
+    pulse); its successor signs pulse N as planned, with that round, so the record is
+    the pulse's and nothing collides."""
     tc = signing_chain_for(1)
     site = tmp_path / "site"
     with running_relay(tc) as relay:
@@ -145,7 +179,8 @@ def test_an_orphan_drand_round_record_does_not_wedge_the_new_active(tmp_path: Pa
     times = {
         parse_pulse(p.read_bytes()).time_ms for p in (site / layout.ROOT).glob("chain/1/pulse/*")
     }
-    assert any(int(o.name) not in times for o in orphans)  # the dead active's record is there
+    assert {int(o.name) for o in orphans} == times  # no orphan: every record has its pulse
+    assert (site / layout.pulse_key(1, DIES_AT)).read_bytes() == _signed_by(tmp_path / "a", DIES_AT)
     info = tmp_path / "drand-info.json"
     info.write_text(json.dumps(tc.chain.info()))
     ok = run_verify(["chain", str(site), "--drand-info", str(info), "--require-external"])

@@ -217,11 +217,12 @@ def test_a_running_beacon_publishes_degraded_while_harvests_fail(
         fallback=OsSource,
         publisher=LocalDirPublisher(settings.out_dir),
     )
+    beacon.lease.try_acquire()  # a beacon signs only while it holds the lease
     beacon.prime()
     for i in range(3):
         clock.now = T0_MS + i * 60_000
         beacon.prefetcher.wait(timeout=60)
-        beacon.tick()
+        assert beacon.tick()
     beacon.start_background()
     beacon.shutdown()
     status = json.loads((settings.out_dir / "status.json").read_bytes())

@@ -279,7 +279,7 @@ def test_the_service_feeds_status_json_and_restarts_from_the_state(
     settings = Settings(data_dir=tmp_path / "data", out_dir=tmp_path / "site", period=60)
 
     def make(clock: FakeClock) -> Beacon:
-        return Beacon(
+        beacon = Beacon(
             settings=settings,
             signer=signer,
             clock=clock,
@@ -287,6 +287,8 @@ def test_the_service_feeds_status_json_and_restarts_from_the_state(
             fallback=OsSource,
             publisher=LocalDirPublisher(settings.out_dir),
         )
+        beacon.lease.try_acquire()  # a beacon signs only while it holds the lease
+        return beacon
 
     clock = FakeClock(T0 + 250)
     beacon = make(clock)

@@ -20,6 +20,7 @@ from beacon.publish import Publisher
 from beacon.publish.local import LocalDirPublisher
 from beacon.pulse.keys import Signer
 from beacon.service import Beacon
+from beacon.state import State
 from tests.beacon_proc import replay
 
 T0 = 1_800_000_000_000  # 2027-01-15T08:00:00Z, a minute boundary
@@ -68,7 +69,7 @@ def make(
     publisher: Publisher | None = None,
 ) -> Beacon:
     settings = Settings(data_dir=tmp_path / "data", out_dir=tmp_path / "site", period=60)
-    return Beacon(
+    beacon = Beacon(
         settings=settings,
         signer=signer,
         clock=clock,
@@ -76,6 +77,8 @@ def make(
         fallback=OsSource,
         publisher=publisher or LocalDirPublisher(settings.out_dir),
     )
+    beacon.lease.try_acquire()  # a beacon signs only while it holds the lease
+    return beacon
 
 
 def wait_prepared(beacon: Beacon) -> None:
@@ -276,6 +279,8 @@ def test_a_crashing_publisher_stops_the_beacon_and_keeps_the_outbox(
 ) -> None:
     class Buggy(LocalDirPublisher):
         def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
+            if "/plan/" in key:  # the tick's write works; the publisher's do not
+                return super().put_immutable(key, data, content_type=content_type)
             raise RuntimeError("a bug")
 
     beacon = make(tmp_path, signer, FakeClock(T0), publisher=Buggy(tmp_path / "site"))
@@ -290,3 +295,37 @@ def test_a_crashing_publisher_stops_the_beacon_and_keeps_the_outbox(
     assert "publisher crashed (RuntimeError)" in str(beacon._fatal)
     assert beacon.state.outbox_length() == 1
     beacon.shutdown()
+
+
+def test_a_full_outbox_stops_signing_until_the_store_takes_them(
+    tmp_path: Path, signer: Signer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", out_dir=tmp_path / "site", period=60, outbox_max=2
+    )
+    beacon = Beacon(
+        settings=settings,
+        signer=signer,
+        clock=FakeClock(T0),
+        source=OsSource("configured"),
+        fallback=OsSource,
+        publisher=LocalDirPublisher(settings.out_dir),
+    )
+    beacon.lease.try_acquire()
+    beacon.prime()
+    clock = beacon.clock
+    assert isinstance(clock, FakeClock)
+    for i in range(2):  # nothing publishes (the publication is not started)
+        clock.now = T0 + i * 60_000
+        wait_prepared(beacon)
+        assert beacon.tick()
+    clock.now = T0 + 2 * 60_000
+    assert not beacon.tick()
+    assert "not signing until the store takes them" in caplog.text
+    assert beacon.state.outbox_length() == 2
+    drain(beacon)  # the store takes them
+    state = State(settings.state_path, readonly=True)
+    try:
+        assert state.outbox_length() == 0
+    finally:
+        state.close()

@@ -66,6 +66,11 @@ def pq_signature_key(chain: int, pulse: int) -> str:
     return f"{ROOT}/chain/{chain}/pq-signature/{pulse}"
 
 
+def plan_key(chain: int, pulse: int, certificate_id: bytes) -> str:
+    """The plan of a pulse (the beacon's unsigned pulse, stored before it signs it)."""
+    return f"{ROOT}/chain/{chain}/plan/{pulse}/{certificate_id.hex()}"
+
+
 def external_key(chain: int, time_ms: int) -> str:
     """The drand round record of the pulse of ``chain`` at ``time_ms`` (keyed by time,
     not index: a dead active's record for an index it never published cannot collide
