@@ -4,6 +4,7 @@ and disclosed fallback when the entropy source fails or is late."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from beacon_verifier.format import parse_pulse
 from beacon.config import Settings
 from beacon.entropy import EntropyDraw
 from beacon.entropy.os_source import OsSource
-from beacon.errors import EntropyError, StateError
+from beacon.errors import EntropyError, StateError, TransientPublishError
 from beacon.publish import Publisher
 from beacon.publish.local import LocalDirPublisher
 from beacon.pulse.keys import Signer
@@ -329,3 +330,46 @@ def test_a_full_outbox_stops_signing_until_the_store_takes_them(
         assert state.outbox_length() == 0
     finally:
         state.close()
+
+
+def test_a_plan_the_store_did_not_take_is_signed_as_planned_later(
+    tmp_path: Path, signer: Signer, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Flaky(LocalDirPublisher):
+        down = False
+
+        def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
+            if self.down:
+                raise TransientPublishError("connection refused")
+            super().put_immutable(key, data, content_type=content_type)
+
+    caplog.set_level(logging.INFO, logger="beacon")
+    store = Flaky(tmp_path / "site")
+    clock = FakeClock(T0)
+    beacon = make(tmp_path, signer, clock, publisher=store)
+    beacon.prime()
+    wait_prepared(beacon)
+    assert beacon.tick()  # pulse 1
+    store.down = True
+    clock.now = T0 + 60_000
+    wait_prepared(beacon)
+    assert not beacon.tick()  # planned for T0 + 1 min, not signed
+    assert "while the store cannot take its plan" in caplog.text
+    planned = beacon.state.plan()
+    assert planned is not None and (planned.chain_index, planned.pulse_index) == (1, 2)
+    assert beacon.state.head().pulse_index == 1  # type: ignore[union-attr]
+    store.down = False
+    clock.now = T0 + 3 * 60_000
+    assert beacon.tick()  # the plan, with its own time
+    assert "signing resumes" in caplog.text
+    wait_prepared(beacon)
+    clock.now = T0 + 4 * 60_000
+    assert beacon.tick()
+    drain(beacon)
+    stamps = [p["timeStamp"] for p in pulses(tmp_path)]
+    assert stamps == [
+        "2027-01-15T08:00:00.000Z",
+        "2027-01-15T08:01:00.000Z",
+        "2027-01-15T08:04:00.000Z",
+    ]
+    assert [p["statusCode"] for p in pulses(tmp_path)] == [1, 0, 2]
