@@ -202,9 +202,12 @@ class DrandRelays:
 class ExternalMixer:
     """What the beacon calls: an external block per pulse, its record kept and published."""
 
-    def __init__(self, relays: DrandRelays, *, state_path: Path, wait_ms: int) -> None:
+    def __init__(
+        self, relays: DrandRelays, *, state_path: Path, wait_ms: int, period_ms: int | None = None
+    ) -> None:
         self.relays = relays
         self.wait_ms = wait_ms
+        self._period_ms = period_ms  # the beacon's, to say once if rounds cannot land on it
         self._state_path = state_path
         self._local = threading.local()
         # fetch runs here so that its wait is a hard bound, name resolution included
@@ -227,6 +230,7 @@ class ExternalMixer:
         pulse never committed is replaced when its slot is ticked again).
         """
         record = self._fetch(boundary_ms)
+        self._check_period()
         self._db().execute(
             "INSERT OR REPLACE INTO external VALUES (?, ?, ?, ?)",
             (chain_index, pulse_index, record.status_code, record.to_json()),
@@ -243,6 +247,21 @@ class ExternalMixer:
                 record.reason,
             )
         return ext.external_of(self._chain_or_pinned(), record)
+
+    def _check_period(self) -> None:
+        """Once the chain is known: warn if the beacon's period misses its rounds."""
+        chain, period = self.relays.chain, self._period_ms
+        if chain is None or period is None:
+            return
+        self._period_ms = None  # said once
+        if period % (chain.period * 1000):
+            log.warning(
+                "the period (%g s) is not a multiple of the drand chain's (%d s): pulses "
+                "at times where no round lands carry no external (statusCode %d)",
+                period / 1000,
+                chain.period,
+                ext.STATUS_INVALID_ROUND,
+            )
 
     def record_for(self, chain_index: int, pulse_index: int) -> bytes | None:
         """The round record kept for pulse (chain, pulse), as published."""
@@ -345,4 +364,6 @@ def make_mixer(settings: Settings, now_ms: Callable[[], int] | None = None) -> E
     )
     # Never wait past half a period: a late round must not push a pulse to the next boundary.
     wait_ms = min(settings.external_wait_ms, settings.period_ms // 2)
-    return ExternalMixer(relays, state_path=settings.state_path, wait_ms=wait_ms)
+    return ExternalMixer(
+        relays, state_path=settings.state_path, wait_ms=wait_ms, period_ms=settings.period_ms
+    )

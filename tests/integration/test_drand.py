@@ -280,3 +280,29 @@ def test_info_must_match_the_pins_and_outages_are_logged_once(
     assert not any("external missing" in m for m in messages), messages
     assert sum("no relay reachable" in m for m in messages) == 2, messages  # client, mixer
     assert sum("reachable again" in m for m in messages) == 1, messages
+
+
+@pytest.mark.parametrize(("period_ms", "warned"), [(1000, 1), (6000, 0)])
+def test_a_period_that_misses_drand_rounds_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, period_ms: int, warned: int
+) -> None:
+    from beacon.drand import DrandRelays, ExternalMixer
+
+    tc = signing_chain_for(3)
+    caplog.set_level("INFO", logger="beacon.drand")
+    with running_relay(tc) as relay:
+        mixer = ExternalMixer(
+            DrandRelays(
+                [relay.url], chain_hash=tc.chain.chain_hash, public_key=tc.chain.public_key
+            ),
+            state_path=tmp_path / "state.sqlite",
+            wait_ms=200,
+            period_ms=period_ms,
+        )
+        now = int(time.time()) * 1000
+        boundary = now - now % 6000 - 6000  # a time on a round, whose round is out
+        for index in (1, 2, 3):
+            mixer.external_for(1, index, boundary - (3 - index) * period_ms)
+    messages = [r.getMessage() for r in caplog.records if r.name == "beacon.drand"]
+    said = [m for m in messages if "is not a multiple of the drand chain's (3 s)" in m]
+    assert len(said) == warned, messages
