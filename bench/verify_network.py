@@ -134,7 +134,7 @@ def s3_keys(site: Path, pulses: int) -> list[str]:
     keys = [str(p.relative_to(site)) for p in (site / layout.ARCHIVE_ROOT).iterdir()]
     for folder in ("certificate", "pq-key"):
         keys += [str(p.relative_to(site)) for p in (site / layout.ROOT / folder).iterdir()]
-    keys += [layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY, layout.chain_last_key(1)]
+    keys += [layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY, layout.chain_last_key(1), layout.SITE_KEY]
     for index in [1, *range(_archived_pulses(site) + 1, pulses + 1)]:
         keys += [
             layout.pulse_key(1, index),
