@@ -418,12 +418,12 @@ def test_archives_ahead_are_bounded_and_read_back_whole(
         source.stream_ahead((k, MAX_ARCHIVE_BYTES) for k in keys)
         wait_for(STREAMS_AHEAD)
         time.sleep(0.2)  # room for any more to be asked for: none may be
-        assert asked() == keys[:STREAMS_AHEAD]  # before the reader asked for any
+        assert sorted(asked()) == keys[:STREAMS_AHEAD]  # before the reader asked for any
         first = source.stream(keys[0], max_bytes=MAX_ARCHIVE_BYTES)
         assert first is not None and b"".join(first) == (archived_site / keys[0]).read_bytes()
         wait_for(STREAMS_AHEAD + 1)
         time.sleep(0.2)
-        assert asked() == keys[: STREAMS_AHEAD + 1]  # one taken, one more ahead
+        assert sorted(asked()) == keys[: STREAMS_AHEAD + 1]  # one taken, one more ahead
         # The reader skips keys[1]: dropped; keys[2] comes from its fetch ahead.
         third = source.stream(keys[2], max_bytes=MAX_ARCHIVE_BYTES)
         assert third is not None and b"".join(third) == (archived_site / keys[2]).read_bytes()
@@ -472,3 +472,25 @@ def test_round_records_of_archived_pulses_are_read_ahead(
     rounds = {p: n for p, n in served.gets.items() if "/external/" in p}
     assert rounds == {layout.external_key(1, t): 1 for t in ARCHIVED}
     assert "external: round not fetched" not in json.dumps(report)
+
+
+def test_after_its_reads_ahead_the_source_rests_so_that_workers_fork(archived: Site) -> None:
+    """replay forks its workers only from a process running no other thread: the
+    read-ahead's threads (and the deadline watchdog's) must be gone once it rests."""
+
+    def ours() -> set[str]:  # the server's threads (one per connection) are not ours
+        names = {t.name.split("_")[0] for t in threading.enumerate()}
+        return names & {"prefetch", "archive", "http-deadlines"}
+
+    assert ours() == set()
+    source = PipelinedSource(HttpSource(archived.url, 4), 4)
+    source.read_ahead([(layout.SITE_KEY, 65536), (layout.LAST_KEY, 65536)])
+    source.stream_ahead([(layout.archive_key(DAYS[0]), MAX_ARCHIVE_BYTES)])
+    assert source.get(layout.SITE_KEY) is not None
+    assert {"prefetch", "archive"} <= ours()
+    source.rest()
+    assert ours() == set()
+    # Reading ahead again afterwards works, with threads made anew.
+    source.read_ahead([(layout.LAST_KEY, 65536)])
+    assert source.get(layout.LAST_KEY) == (archived.root / layout.LAST_KEY).read_bytes()
+    source.close()

@@ -247,6 +247,22 @@ class PipelinedSource:
                 return whole.replay()
         return read_chunks(self.inner, key, max_bytes=max_bytes)
 
+    def rest(self) -> None:
+        """Drop what is read ahead, let what is in flight finish, and stop this
+        process's fetch threads (made again when next needed): a process that is
+        about to fork its workers (``replay``) forks only when it runs no other
+        thread, and a forked worker starts in a fraction of the time of a spawned one."""
+        self.read_ahead(())
+        self.stream_ahead(())
+        with self._lock:
+            self._executor.shutdown(wait=True)
+            self._streamer.shutdown(wait=True)
+            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="prefetch")
+            self._streamer = ThreadPoolExecutor(STREAMS_AHEAD, thread_name_prefix="archive")
+        settle = getattr(self.inner, "settle", None)
+        if settle is not None:
+            settle()
+
     def close(self) -> None:
         self.read_ahead(())
         self.stream_ahead(())

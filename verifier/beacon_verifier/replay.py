@@ -320,6 +320,9 @@ def _segments(
     if jobs <= 1 or len(tasks) <= 1:
         yield from _check_run(tasks, tick)
         return
+    rest = getattr(tasks[0].source, "rest", None)
+    if rest is not None:  # its fetch threads stopped, this process may fork
+        rest()
     pool = ProcessPoolExecutor(
         max_workers=min(jobs, len(tasks)),
         mp_context=_worker_context(),
