@@ -18,6 +18,7 @@ import pytest
 from beacon_verifier import layout
 from beacon_verifier.archive import MAX_ARCHIVE_BYTES
 from beacon_verifier.cli import main
+from beacon_verifier.descriptor import Promise, SiteDescriptor, encode_descriptor
 from beacon_verifier.errors import FetchError
 from beacon_verifier.external import QUICKNET
 from beacon_verifier.format import External
@@ -337,6 +338,11 @@ def drand_site(tmp_path_factory: pytest.TempPathFactory, other_signer: Signer) -
     root = write_site(
         tmp_path_factory.mktemp("drand") / "site", _external_chain(other_signer), other_signer
     )
+    promise = Promise(1, 1)
+    descriptor = SiteDescriptor(
+        entropy_records=promise, external=promise, external_source="drand", daily_archives=True
+    )
+    (root / layout.SITE_KEY).write_bytes(encode_descriptor(descriptor))
     for t in ARCHIVED:
         (root / layout.external_key(1, t)).parent.mkdir(parents=True, exist_ok=True)
         (root / layout.external_key(1, t)).write_bytes(b'{"round":%d,"statusCode":0}' % t)
@@ -354,17 +360,19 @@ def archived(archived_site: Path) -> Iterator[Site]:
     yield from _served(archived_site)
 
 
-def _held_until_asked(site: Site, held: str, asked: str) -> list[bool]:
-    """Hold the answer to ``held`` until ``asked`` is asked for (10 s at most); the
-    list gets whether it was: True means ``asked`` was read ahead of ``held``."""
-    seen = threading.Event()
+def _held_until_asked(site: Site, *pairs: tuple[str, str]) -> list[bool]:
+    """For each (held, asked): hold the answer to ``held`` until ``asked`` is asked
+    for (10 s at most); the list gets whether it was, in the order answered: True
+    means ``asked`` was read ahead of ``held``."""
+    seen = {asked: threading.Event() for _, asked in pairs}
+    waits = dict(pairs)
     out: list[bool] = []
 
     def reply(path: str) -> Reply:
-        if path == asked:
-            seen.set()
-        elif path == held:
-            out.append(seen.wait(10))
+        if path in seen:
+            seen[path].set()
+        if path in waits:
+            out.append(seen[waits[path]].wait(10))
         return None
 
     site.reply = reply
@@ -375,7 +383,7 @@ def test_every_days_archive_is_read_once_and_the_audit_equals_the_directorys(
     archived: Site, archived_site: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The second day's archive is asked for before the first one is answered.
-    ahead = _held_until_asked(archived, layout.archive_key(DAYS[0]), layout.archive_key(DAYS[1]))
+    ahead = _held_until_asked(archived, (layout.archive_key(DAYS[0]), layout.archive_key(DAYS[1])))
     code, report = _json(capsys, archived.url)
     assert ahead == [True]
     local_code, local = _json(capsys, str(archived_site))
@@ -460,13 +468,16 @@ def test_round_records_of_archived_pulses_are_read_ahead(
 ) -> None:
     """Round records are not in the archives: one GET a pulse, many in flight."""
     served = Site(drand_site, delay=0.02)
-    first, second = (layout.external_key(1, t) for t in ARCHIVED[:2])
-    ahead = _held_until_asked(served, first, second)
+    rounds = [layout.external_key(1, t) for t in ARCHIVED]
+    tail = 4 * 72  # the first pulse of the day without an archive, read one by one
+    # The next pulse's record is asked for before the one before it is answered: in
+    # an archived day, and in the day read object by object.
+    ahead = _held_until_asked(served, (rounds[0], rounds[1]), (rounds[tail], rounds[tail + 1]))
     try:
         _, report = _json(capsys, served.url, "--concurrency", "16")
     finally:
         served.close()
-    assert ahead == [True]  # many in flight, not one after another
+    assert ahead == [True, True]  # many in flight, not one after another
     _, local = _json(capsys, str(drand_site))
     assert report == local
     rounds = {p: n for p, n in served.gets.items() if "/external/" in p}

@@ -46,7 +46,7 @@ from beacon_verifier.format import MAX_PULSE_BYTES, ZERO_HASH, Pulse, parse_puls
 from beacon_verifier.pq import MAX_COSIGNATURE_BYTES
 from beacon_verifier.siteread import cosignature_object, external_evidence
 
-__all__ = ["ArchiveProblem", "Slot", "read_chain"]
+__all__ = ["ArchiveProblem", "Clock", "Slot", "read_chain"]
 
 DAY_MS = 86_400_000
 
@@ -113,15 +113,32 @@ def _object(
     return Slot(index, pulse, entropy=record, cosignature=cosignature, external=external)
 
 
+#: ``(index, timeStamp in ms, period in ms)`` of one pulse of a chain whose pulses mix
+#: drand rounds, placing the others in time as if there were no gaps.
+Clock = tuple[int, int, int]
+
+
 def _object_keys(
-    chain: int, first: int, last: int, cosignatures: bool, records: bool
+    chain: int,
+    first: int,
+    last: int,
+    cosignatures: bool,
+    records: bool,
+    clock: Clock | None = None,
 ) -> Iterator[tuple[str, int]]:
     """The keys ``_object`` reads for pulses ``first``..``last``, in its order, with
-    the size cap it reads each under."""
+    the size cap it reads each under. With a ``clock``, each pulse's round record
+    too, at the time the clock predicts for it: after a gap the prediction misses,
+    the record is then fetched when asked for, and what was read ahead is dropped."""
     for index in range(first, last + 1):
         yield layout.pulse_key(chain, index), MAX_PULSE_BYTES
         if cosignatures:
             yield layout.pq_signature_key(chain, index), MAX_COSIGNATURE_BYTES
+        if clock is not None:
+            at, at_ms, period = clock
+            predicted = at_ms + (index - at) * period
+            if predicted >= 0:
+                yield layout.external_key(chain, predicted), MAX_EXTERNAL_RECORD_BYTES
         if records:
             yield layout.entropy_record_key(chain, index), MAX_RECORD_BYTES
 
@@ -380,6 +397,7 @@ def read_chain(
     archives: bool = True,
     cosignatures: bool = True,
     records: bool = True,
+    clock: Clock | None = None,
 ) -> Iterator[Slot | ArchiveProblem]:
     """Yield a ``Slot`` for every pulse ``first``..``last`` of ``chain``, in order.
 
@@ -391,7 +409,8 @@ def read_chain(
     be fetched (absent is not an error).
 
     A source that reads ahead (``prefetch.PipelinedSource``: ``read_ahead``) is told
-    the keys read pulse by pulse before they are read, so that many are in flight.
+    the keys read pulse by pulse before they are read, so that many are in flight;
+    with a ``clock`` (the chain mixes drand rounds), the round records' too.
     """
     ahead = getattr(source, "read_ahead", None)
     reading_ahead = False
@@ -411,7 +430,7 @@ def read_chain(
             day = day + timedelta(days=1) if complete else None
             continue
         if ahead is not None and not reading_ahead:
-            ahead(_object_keys(chain, index, last, cosignatures, records))
+            ahead(_object_keys(chain, index, last, cosignatures, records, clock))
             reading_ahead = True
         slot = _object(source, chain, index, cosignatures, records)
         yield slot

@@ -45,13 +45,13 @@ from beacon_verifier import layout
 from beacon_verifier.archive import MAX_ARCHIVE_BYTES
 from beacon_verifier.batch import cited_batch
 from beacon_verifier.chain import ChainReport, ChainVerifier, Segment
-from beacon_verifier.chainread import ArchiveProblem, Slot, read_chain
+from beacon_verifier.chainread import ArchiveProblem, Clock, Slot, read_chain
 from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.core import ANY, NOT_FETCHED, Evidence, Policy
 from beacon_verifier.descriptor import MAX_DESCRIPTOR_BYTES, NIST_SITE, SiteDescriptor
 from beacon_verifier.errors import ChainError, FetchError, PulseFormatError
 from beacon_verifier.fetch import Source
-from beacon_verifier.format import MAX_PULSE_BYTES, Pulse
+from beacon_verifier.format import MAX_PULSE_BYTES, ZERO_HASH, Pulse
 from beacon_verifier.siteread import (
     certificate_lookup,
     chain_tip,
@@ -95,6 +95,9 @@ class _Task:
     last_day: date | None = None
     #: The certificate the chain's last pulse names: most likely the one needed.
     certificate_id: bytes = b""
+    #: Where the chain mixes drand rounds: its last pulse's (index, time, period), to
+    #: read the round records of pulses read one by one ahead (``read_chain``).
+    clock: Clock | None = None
 
     def archive_keys(self) -> Iterator[tuple[str, int]]:
         """The archives ``read_chain`` will stream for this segment if there are no
@@ -189,6 +192,7 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
         archives=task.archives,
         cosignatures=task.check_pq,
         records=task.records,
+        clock=task.clock,
     )
     for item in items:
         if isinstance(item, ArchiveProblem):
@@ -276,6 +280,9 @@ def plan_segments(
     if archives:
         found = first_pulse if first_pulse is not None else fetch_pulse(source, chain, first)
     start = None if found is None else found.time_ms
+    clock = None
+    if descriptor.external is not None and tip.external.source_id != ZERO_HASH:
+        clock = (tip.pulse_index, tip.time_ms, period)  # round records to read ahead
     per_day = max(1, DAY_MS // period)
     days = -(-SEGMENT_PULSES // per_day)
     tasks = []
@@ -306,6 +313,7 @@ def plan_segments(
                 records,
                 last_day,
                 tip.certificate_id,
+                clock,
             )
         )
         lo, day = hi + 1, next_day
