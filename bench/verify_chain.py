@@ -57,6 +57,7 @@ asserts nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -73,6 +74,7 @@ from typing import Any
 
 from beacon_verifier import layout
 from beacon_verifier.checks import TrustedCertificate
+from beacon_verifier.descriptor import Promise, SiteDescriptor, encode_descriptor
 from beacon_verifier.format import canonical_json, parse_pulse, signing_input
 from beacon_verifier.pq import CONTEXT, parse_cosignature, parse_key_document
 from beacon_verifier.timeindex import TimeEntry
@@ -96,8 +98,9 @@ TARGET_RATIO = 1.5
 _BATCH = 500
 #: Bump when the chain built changes, so that old caches are rebuilt (2: co-signed;
 #: 3: co-signatures in PQ archives, not in the day archives; 4: archives deflated
-#: with Z_FILTERED).
-CACHE_VERSION = 4
+#: with Z_FILTERED; 5: a site.json in each tree, without which the verifier reads a
+#: site as NIST's, pulse by pulse, and neither archives nor records).
+CACHE_VERSION = 5
 
 
 # --- building the chain (once) ----------------------------------------------------
@@ -232,14 +235,20 @@ def build(pulses: int) -> Path:
     _write(plain / layout.pq_key_key(signer.pq.key_id.hex()), signer.pq.key_document)
     for key, data in build_indexes(entries).items():
         _write(plain / key, data)
+    # What the beacon promises (beacon.publish.descriptor): records and co-signatures
+    # from pulse 1; daily archives where there are some.
+    promised = SiteDescriptor(entropy_records=Promise(1, 1), cosignatures=Promise(1, 1))
+    _write(plain / layout.SITE_KEY, encode_descriptor(promised))
     writer.join()
     if writer.exitcode != 0:
         raise SystemExit(f"the writer process failed ({writer.exitcode})")
     for path in plain.rglob("*"):
-        if path.is_file():
+        if path.is_file() and path != plain / layout.SITE_KEY:
             link = archives / path.relative_to(plain)
             link.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, link)
+    archived = dataclasses.replace(promised, daily_archives=True)
+    _write(archives / layout.SITE_KEY, encode_descriptor(archived))
     (target / "complete").write_text(f"{pulses}\n")
     print(f"built in {time.monotonic() - started:.0f} s", flush=True)
     return target

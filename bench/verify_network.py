@@ -23,12 +23,13 @@ ThreadingHTTPServer, HTTP/1.1 keep-alive, in its own process) that sleeps
 from its local directory, in the same run, as the ceiling.
 
 Prints, as medians of --runs runs, pulses/s, the ratio to the local rate, and
-the extrapolated time for a year (525,600 pulses), with the load average. It
-asserts nothing. ``--limit N`` checks only pulses 1..N of each site, and
-``--nist-http-limit N`` only those of case (a) over http (the verifier of before
-takes minutes for a few hundred pulses there); ``--verifier DIR`` runs the
-``beacon_verifier`` package found in DIR instead of the installed one (e.g.
-``git archive f52c2a7 verifier | tar -x -C /tmp/old``).
+the extrapolated time for a year (525,600 pulses), with each run's time and the
+load average after each run (the machine may be shared). It asserts nothing.
+``--limit N`` checks only pulses 1..N of each site, and ``--nist-http-limit N`` only
+those of case (a) over http (the verifier of before takes minutes for a few hundred
+pulses there); ``--verifier DIR`` runs the ``beacon_verifier`` package found in DIR
+instead of the installed one (e.g. ``git archive f52c2a7 verifier | tar -x -C
+/tmp/old``).
 
     .venv/bin/python bench/verify_network.py [--runs R] [--jobs J] [--concurrency N]
 """
@@ -134,7 +135,7 @@ def s3_keys(site: Path, pulses: int) -> list[str]:
     keys = [str(p.relative_to(site)) for p in (site / layout.ARCHIVE_ROOT).iterdir()]
     for folder in ("certificate", "pq-key"):
         keys += [str(p.relative_to(site)) for p in (site / layout.ROOT / folder).iterdir()]
-    keys += [layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY, layout.chain_last_key(1)]
+    keys += [layout.LAST_KEY, layout.CHAIN_LAST_LAST_KEY, layout.chain_last_key(1), layout.SITE_KEY]
     for index in [1, *range(_archived_pulses(site) + 1, pulses + 1)]:
         keys += [
             layout.pulse_key(1, index),
@@ -275,9 +276,11 @@ def main() -> None:
         times: dict[str, list[float]] = {label: [] for label, *_ in cases}
         for _label, _, source, flags, _, env in cases:  # warm-up (page cache, bytecode)
             time_verify(source, flags, args.verifier, env)
-        for _ in range(args.runs):
+        for run in range(args.runs):
             for label, _, source, flags, _, env in cases:
                 times[label].append(time_verify(source, flags, args.verifier, env))
+            load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            print(f"run {run + 1} of {args.runs} done, load average {load}", flush=True)
     finally:
         for process in servers:
             process.kill()
@@ -306,6 +309,7 @@ def main() -> None:
             f"  {label:<34} {pulses:>6} pulses {seconds:7.2f} s {rate:9,.0f} pulses/s "
             f"{ratio:6.0%} of local  year {_year(rate):>9}{target}"
         )
+        print(f"  {'':<34} runs: {' '.join(f'{t:.2f}' for t in times[label])} s")
 
 
 if __name__ == "__main__":

@@ -10,18 +10,26 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from beacon_verifier import layout
+from beacon_verifier.archive import MAX_ARCHIVE_BYTES
 from beacon_verifier.cli import main
+from beacon_verifier.descriptor import Promise, SiteDescriptor, encode_descriptor
 from beacon_verifier.errors import FetchError
-from beacon_verifier.prefetch import PipelinedSource
+from beacon_verifier.external import QUICKNET
+from beacon_verifier.format import External
+from beacon_verifier.prefetch import STREAMS_AHEAD, PipelinedSource
+from beacon_verifier.replay import replay_chain
+from beacon_verifier.report import report_as_dict
 from beacon_verifier.web import HttpClient, HttpSource
 
-from beacon.pulse.builder import build_pulse
+from beacon.pulse.builder import BuiltPulse, build_pulse
 from beacon.pulse.keys import Signer
+from tests.unit.test_replay import build_records_chain, record, write_site
 
 PULSES = 1_600  # two segments of a day's 1,440 pulses each
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -283,3 +291,217 @@ def test_a_resume_file_of_another_audit_is_refused(
     assert main(["chain", site.url, "--resume", str(state)]) != 0
     err = capsys.readouterr().err
     assert "not a usable resume file" in err and len(err.splitlines()) == 1
+
+
+# --- daily archives read ahead: the next day's archive while a day is checked ----------
+
+EVERY_20_MIN = 20 * 60_000
+#: Four complete days with their archives (2026-01-01..04) and ten pulses of a fifth.
+ARCHIVED = [START_MS + i * EVERY_20_MIN for i in range(4 * 72 + 10)]
+DAYS = [date(2026, 1, d) for d in range(1, 6)]
+
+
+def _external_chain(signer: Signer) -> list[tuple[BuiltPulse, bytes]]:
+    """``build_records_chain``'s pulses, each claiming a drand round (statusCode 0)."""
+    out: list[tuple[BuiltPulse, bytes]] = []
+    head = None
+    for n, t in enumerate(ARCHIVED):
+        built = build_pulse(
+            head,
+            time_ms=t,
+            period_ms=EVERY_20_MIN,
+            local_random_value=hashlib.sha512(record(n)).digest(),
+            next_local_random_value=hashlib.sha512(record(n + 1)).digest(),
+            signer=signer,
+            base_url="https://beacon.example",
+            external=External(
+                source_id=QUICKNET.source_id,
+                status_code=0,
+                value=hashlib.sha512(b"round %d" % n).digest(),
+            ),
+        )
+        out.append((built, record(n)))
+        head = built.head
+    return out
+
+
+@pytest.fixture(scope="module")
+def archived_site(tmp_path_factory: pytest.TempPathFactory, other_signer: Signer) -> Path:
+    chain = build_records_chain(ARCHIVED, other_signer, period=EVERY_20_MIN)
+    return write_site(tmp_path_factory.mktemp("archived") / "site", chain, other_signer)
+
+
+@pytest.fixture(scope="module")
+def drand_site(tmp_path_factory: pytest.TempPathFactory, other_signer: Signer) -> Path:
+    """``archived_site`` whose pulses claim drand rounds, each with its round record
+    object (not a real round: the verdicts do not matter, what is read does)."""
+    root = write_site(
+        tmp_path_factory.mktemp("drand") / "site", _external_chain(other_signer), other_signer
+    )
+    promise = Promise(1, 1)
+    descriptor = SiteDescriptor(
+        entropy_records=promise, external=promise, external_source="drand", daily_archives=True
+    )
+    (root / layout.SITE_KEY).write_bytes(encode_descriptor(descriptor))
+    for t in ARCHIVED:
+        (root / layout.external_key(1, t)).parent.mkdir(parents=True, exist_ok=True)
+        (root / layout.external_key(1, t)).write_bytes(b'{"round":%d,"statusCode":0}' % t)
+    return root
+
+
+def _served(root: Path, delay: float = 0.01) -> Iterator[Site]:
+    served = Site(root, delay=delay)
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def archived(archived_site: Path) -> Iterator[Site]:
+    yield from _served(archived_site)
+
+
+def _held_until_asked(site: Site, *pairs: tuple[str, str]) -> list[bool]:
+    """For each (held, asked): hold the answer to ``held`` until ``asked`` is asked
+    for (10 s at most); the list gets whether it was, in the order answered: True
+    means ``asked`` was read ahead of ``held``."""
+    seen = {asked: threading.Event() for _, asked in pairs}
+    waits = dict(pairs)
+    out: list[bool] = []
+
+    def reply(path: str) -> Reply:
+        if path in seen:
+            seen[path].set()
+        if path in waits:
+            out.append(seen[waits[path]].wait(10))
+        return None
+
+    site.reply = reply
+    return out
+
+
+def test_every_days_archive_is_read_once_and_the_audit_equals_the_directorys(
+    archived: Site, archived_site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The second day's archive is asked for before the first one is answered.
+    ahead = _held_until_asked(archived, (layout.archive_key(DAYS[0]), layout.archive_key(DAYS[1])))
+    code, report = _json(capsys, archived.url)
+    assert ahead == [True]
+    local_code, local = _json(capsys, str(archived_site))
+    assert (code, report) == (local_code, local)
+    assert code == 0 and report["pulsesChecked"] == len(ARCHIVED)
+    archives = {p: n for p, n in archived.gets.items() if "/archive/" in p}
+    # The four archives and the fifth day's (absent: its pulses come one by one).
+    assert archives == {layout.archive_key(day): 1 for day in DAYS}
+    pulses = {p for p in archived.gets if "/chain/1/pulse/" in p}
+    assert pulses == {layout.pulse_key(1, i) for i in [1, *range(4 * 72 + 1, len(ARCHIVED) + 1)]}
+    # Nothing twice: pulse 1 (the head check) also places the segments on days.
+    assert {p: n for p, n in archived.gets.items() if n != 1} == {}
+
+
+def test_results_are_the_same_with_and_without_reading_ahead(archived: Site) -> None:
+    plain = replay_chain(HttpSource(archived.url, 4))
+    ahead = PipelinedSource(HttpSource(archived.url, 4), 4)
+    try:
+        assert report_as_dict(replay_chain(ahead)) == report_as_dict(plain)
+    finally:
+        ahead.close()
+    assert plain.ok and plain.pulses_checked == len(ARCHIVED)
+
+
+def test_archives_ahead_are_bounded_and_read_back_whole(
+    archived: Site, archived_site: Path
+) -> None:
+    source = PipelinedSource(HttpSource(archived.url, 4), 4)
+    keys = [layout.archive_key(day) for day in DAYS[:4]]
+
+    def asked() -> list[str]:
+        return [p for p, _ in archived.gets.items() if "/archive/" in p]
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(asked()) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    try:
+        source.stream_ahead((k, MAX_ARCHIVE_BYTES) for k in keys)
+        wait_for(STREAMS_AHEAD)
+        time.sleep(0.2)  # room for any more to be asked for: none may be
+        assert sorted(asked()) == keys[:STREAMS_AHEAD]  # before the reader asked for any
+        first = source.stream(keys[0], max_bytes=MAX_ARCHIVE_BYTES)
+        assert first is not None and b"".join(first) == (archived_site / keys[0]).read_bytes()
+        wait_for(STREAMS_AHEAD + 1)
+        time.sleep(0.2)
+        assert sorted(asked()) == keys[: STREAMS_AHEAD + 1]  # one taken, one more ahead
+        # The reader skips keys[1]: dropped; keys[2] comes from its fetch ahead.
+        third = source.stream(keys[2], max_bytes=MAX_ARCHIVE_BYTES)
+        assert third is not None and b"".join(third) == (archived_site / keys[2]).read_bytes()
+        wait_for(len(keys))
+        assert sorted(asked()) == sorted(keys) and set(archived.gets.values()) == {1}
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("status", [500, 404])
+def test_a_next_archive_that_fails_or_is_missing(
+    archived: Site, archived_site: Path, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = layout.archive_key(DAYS[2])
+    archived.reply = lambda path: (status, {}, b"down") if path == broken else None
+    code = main(["chain", archived.url])
+    out = capsys.readouterr().out
+    plain = replay_chain(HttpSource(archived.url, 4))
+    if status == 500:
+        # One line naming the archive; the day is read from its objects instead.
+        assert code == 1
+        (line,) = [line for line in out.splitlines() if "archive" in line]
+        assert f"archive {DAYS[2].isoformat()}: " in line and "HTTP 500" in line
+        assert [f.describe() for f in plain.failures] == [line]
+    else:
+        assert code == 0 and plain.ok  # archives are optional: objects instead
+    assert plain.pulses_checked == len(ARCHIVED)
+    day3 = {layout.pulse_key(1, i) for i in range(2 * 72 + 1, 3 * 72 + 1)}
+    assert day3 <= set(archived.gets)
+
+
+def test_round_records_of_archived_pulses_are_read_ahead(
+    drand_site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round records are not in the archives: one GET a pulse, many in flight."""
+    served = Site(drand_site, delay=0.02)
+    rounds = [layout.external_key(1, t) for t in ARCHIVED]
+    tail = 4 * 72  # the first pulse of the day without an archive, read one by one
+    # The next pulse's record is asked for before the one before it is answered: in
+    # an archived day, and in the day read object by object.
+    ahead = _held_until_asked(served, (rounds[0], rounds[1]), (rounds[tail], rounds[tail + 1]))
+    try:
+        _, report = _json(capsys, served.url, "--concurrency", "16")
+    finally:
+        served.close()
+    assert ahead == [True, True]  # many in flight, not one after another
+    _, local = _json(capsys, str(drand_site))
+    assert report == local
+    rounds = {p: n for p, n in served.gets.items() if "/external/" in p}
+    assert rounds == {layout.external_key(1, t): 1 for t in ARCHIVED}
+    assert "external: round not fetched" not in json.dumps(report)
+
+
+def test_after_its_reads_ahead_the_source_rests_so_that_workers_fork(archived: Site) -> None:
+    """replay forks its workers only from a process running no other thread: the
+    read-ahead's threads (and the deadline watchdog's) must be gone once it rests."""
+
+    def ours() -> set[str]:  # the server's threads (one per connection) are not ours
+        names = {t.name.split("_")[0] for t in threading.enumerate()}
+        return names & {"prefetch", "archive", "http-deadlines"}
+
+    assert ours() == set()
+    source = PipelinedSource(HttpSource(archived.url, 4), 4)
+    source.read_ahead([(layout.SITE_KEY, 65536), (layout.LAST_KEY, 65536)])
+    source.stream_ahead([(layout.archive_key(DAYS[0]), MAX_ARCHIVE_BYTES)])
+    assert source.get(layout.SITE_KEY) is not None
+    assert {"prefetch", "archive"} <= ours()
+    source.rest()
+    assert ours() == set()
+    # Reading ahead again afterwards works, with threads made anew.
+    source.read_ahead([(layout.LAST_KEY, 65536)])
+    assert source.get(layout.LAST_KEY) == (archived.root / layout.LAST_KEY).read_bytes()
+    source.close()

@@ -6,11 +6,13 @@ import pickle
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from beacon_verifier import layout
+from beacon_verifier.errors import FetchError
 from beacon_verifier.fetch import LocalSource, S3Source
-from beacon_verifier.prefetch import PipelinedSource, pipelined
+from beacon_verifier.prefetch import STREAM_HOLD_BYTES, STREAMS_AHEAD, PipelinedSource, pipelined
 
 
 class SlowSource:
@@ -88,12 +90,105 @@ def test_certificates_are_fetched_once_per_process() -> None:
     source.close()
 
 
+def test_a_certificate_kept_ahead_is_fetched_once_whatever_is_read_ahead() -> None:
+    inner = SlowSource(0.01)
+    source = PipelinedSource(inner, 4)
+    cert = layout.certificate_key("cd" * 32)
+    source.keep_ahead(cert)
+    source.read_ahead([("k/1", 100)])  # replaces the read-ahead, not the certificate
+    source.keep_ahead(cert)
+    assert source.get("k/1") == b"k/1"
+    assert source.get(cert) == cert.encode() and source.get(cert) == cert.encode()
+    source.keep_ahead(cert)  # kept: not fetched again
+    source.keep_ahead("k/not-immutable")  # only certificates and PQ key documents
+    assert inner.gets[cert] == 1 and inner.gets["k/not-immutable"] == 0
+    source.close()
+
+
 def test_oversized_read_ahead_answers_are_refetched_under_the_callers_cap() -> None:
     inner = SlowSource(0.0)
     source = PipelinedSource(inner, 2)
     source.read_ahead([("k/long-key-name", 100)])
     assert source.get("k/long-key-name", max_bytes=4) == b"k/long-key-name"  # fake ignores cap
     assert inner.gets["k/long-key-name"] == 2  # asked again, with the cap, of the inner source
+    source.close()
+
+
+class StreamingSource(SlowSource):
+    """A fake source that streams ``archive/*`` in three pieces; ``archive/broken``
+    fails after two, ``archive/refused`` before any, ``archive/huge`` is too large to
+    hold ahead. Counts streams."""
+
+    def stream(self, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
+        with self._lock:
+            self.gets[key] += 1
+        if key.endswith("/404"):
+            return None
+        if key == "archive/refused":
+            raise FetchError("archive/refused: HTTP 500")
+        return self._pieces(key)
+
+    def _pieces(self, key: str) -> Iterator[bytes]:
+        size = STREAM_HOLD_BYTES if key == "archive/huge" else 4
+        for n in range(3):
+            if key == "archive/broken" and n == 2:
+                raise FetchError("archive/broken: connection reset")
+            yield key.encode() + bytes([n]) * size
+
+
+def _read(pieces: Iterator[bytes] | None) -> list[bytes] | str | None:
+    if pieces is None:
+        return None
+    got = []
+    try:
+        for piece in pieces:
+            got.append(piece)
+    except FetchError as exc:
+        return [*got, str(exc)]  # type: ignore[list-item]
+    return got
+
+
+def test_archives_read_ahead_read_back_as_their_streams_would() -> None:
+    keys = ["archive/ok", "archive/broken", "archive/refused", "archive/404", "archive/huge"]
+    direct = StreamingSource(0.0)
+    expected = []
+    for key in keys:
+        try:
+            expected.append(_read(direct.stream(key, max_bytes=1 << 30)))
+        except FetchError as exc:
+            expected.append(f"raised: {exc}")
+    inner = StreamingSource(0.0)
+    source = PipelinedSource(inner, 4)
+    source.stream_ahead((k, 1 << 30) for k in keys)
+    got = []
+    for key in keys:
+        try:
+            got.append(_read(source.stream(key, max_bytes=1 << 30)))
+        except FetchError as exc:
+            got.append(f"raised: {exc}")
+    assert got == expected  # the same pieces, then the same error at the same point
+    assert got[2] == "raised: archive/refused: HTTP 500"
+    assert all(inner.gets[k] == 1 for k in keys[:4])  # each fetched once, ahead
+    assert inner.gets["archive/huge"] == 2  # too large to hold: streamed again
+    source.close()
+
+
+def test_archives_ahead_are_bounded_and_skipped_ones_dropped() -> None:
+    inner = StreamingSource(0.0)
+    source = PipelinedSource(inner, 4)
+    keys = [f"archive/{i}" for i in range(10)]
+    source.stream_ahead((k, 100) for k in keys)
+    assert list(source._streams) == keys[:STREAMS_AHEAD]
+    assert _read(source.stream("archive/1", max_bytes=100)) is not None  # 0 skipped
+    assert list(source._streams) == keys[2 : 2 + STREAMS_AHEAD]
+    # Past the archives ahead (a gap of days): streamed now, the read-ahead moves on.
+    assert _read(source.stream("archive/6", max_bytes=100)) is not None
+    assert list(source._streams) == keys[7 : 7 + STREAMS_AHEAD]
+    assert _read(source.stream("archive/0", max_bytes=100)) is not None  # not planned
+    assert list(source._streams) == keys[7 : 7 + STREAMS_AHEAD]
+    source.stream_ahead(())
+    assert not source._streams
+    assert inner.gets["archive/5"] == 0 and inner.gets["archive/9"] == 0  # never ahead
     source.close()
 
 

@@ -14,11 +14,17 @@ itself or the site is reported as an ``archive`` failure and the rest of the day
 (of its co-signatures, for a PQ archive) is read object by object. Without
 co-signature checks the PQ archive is never fetched. A pulse object that cannot be
 fetched at all (not: is absent) stops the replay with ``FetchError``.
+
+Round records of the drand rounds pulses mix (``layout.external_key``) are not in
+the archives: each comes from its object, for archived pulses too. On a source that
+reads ahead, the records of an archive's pulses are named to it as the archive's
+lines are read (``_rounds_ahead``), so that many are in flight, not one per pulse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -27,18 +33,20 @@ from beacon_verifier import layout
 from beacon_verifier.archive import (
     MAX_ARCHIVE_BYTES,
     MAX_RECORD_BYTES,
+    ArchiveEntry,
     PqEntry,
     iter_day_archive,
     iter_pq_archive,
 )
 from beacon_verifier.core import NOT_FETCHED, NotFetched
 from beacon_verifier.errors import FetchError, PulseFormatError
+from beacon_verifier.external import MAX_RECORD_BYTES as MAX_EXTERNAL_RECORD_BYTES
 from beacon_verifier.fetch import Source, TooLargeError, read_chunks
-from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, parse_pulse
+from beacon_verifier.format import MAX_PULSE_BYTES, ZERO_HASH, Pulse, parse_pulse
 from beacon_verifier.pq import MAX_COSIGNATURE_BYTES
 from beacon_verifier.siteread import cosignature_object, external_evidence
 
-__all__ = ["ArchiveProblem", "Slot", "read_chain"]
+__all__ = ["ArchiveProblem", "Clock", "Slot", "read_chain"]
 
 DAY_MS = 86_400_000
 
@@ -105,15 +113,32 @@ def _object(
     return Slot(index, pulse, entropy=record, cosignature=cosignature, external=external)
 
 
+#: ``(index, timeStamp in ms, period in ms)`` of one pulse of a chain whose pulses mix
+#: drand rounds, placing the others in time as if there were no gaps.
+Clock = tuple[int, int, int]
+
+
 def _object_keys(
-    chain: int, first: int, last: int, cosignatures: bool, records: bool
+    chain: int,
+    first: int,
+    last: int,
+    cosignatures: bool,
+    records: bool,
+    clock: Clock | None = None,
 ) -> Iterator[tuple[str, int]]:
     """The keys ``_object`` reads for pulses ``first``..``last``, in its order, with
-    the size cap it reads each under."""
+    the size cap it reads each under. With a ``clock``, each pulse's round record
+    too, at the time the clock predicts for it: after a gap the prediction misses,
+    the record is then fetched when asked for, and what was read ahead is dropped."""
     for index in range(first, last + 1):
         yield layout.pulse_key(chain, index), MAX_PULSE_BYTES
         if cosignatures:
             yield layout.pq_signature_key(chain, index), MAX_COSIGNATURE_BYTES
+        if clock is not None:
+            at, at_ms, period = clock
+            predicted = at_ms + (index - at) * period
+            if predicted >= 0:
+                yield layout.external_key(chain, predicted), MAX_EXTERNAL_RECORD_BYTES
         if records:
             yield layout.entropy_record_key(chain, index), MAX_RECORD_BYTES
 
@@ -237,7 +262,10 @@ def _from_archive(
         return index, False
     if pieces is None:
         return index, False
-    entries = iter_day_archive(pieces, name=name)
+    entries: Iterator[ArchiveEntry] = iter_day_archive(pieces, name=name)
+    more = getattr(source, "read_ahead_more", None)
+    if more is not None:
+        entries = _rounds_ahead(entries, more, chain, index, last, _window(source))
     pq = _DayCosignatures(source, chain, day) if cosignatures else None
     previous: tuple[int, int, int] | None = None
     day_start = layout.day_start_ms(day)
@@ -288,7 +316,15 @@ def _from_archive(
                 cosignature, problem = pq.get(pulse.pulse_index)
                 if problem is not None:
                     yield ArchiveProblem(pulse.pulse_index, problem)
-            yield Slot(pulse.pulse_index, pulse, entropy=entry.entropy, cosignature=cosignature)
+            # Round records are not in the archives: from their objects.
+            external = external_evidence(source, pulse)
+            yield Slot(
+                pulse.pulse_index,
+                pulse,
+                entropy=entry.entropy,
+                cosignature=cosignature,
+                external=external,
+            )
             index = pulse.pulse_index + 1
         return index, True
     finally:
@@ -296,6 +332,59 @@ def _from_archive(
             pq.close()
         _close(entries)
         _close(pieces)
+
+
+def _window(source: Source) -> int:
+    concurrency = getattr(source, "concurrency", 1)
+    return concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
+
+
+def _rounds_ahead(
+    entries: Iterator[ArchiveEntry],
+    more: Callable[[Iterable[tuple[str, int]]], None],
+    chain: int,
+    first: int,
+    last: int,
+    window: int,
+) -> Iterator[ArchiveEntry]:
+    """``entries`` read ``window`` ahead of the reader, the round record of each pulse
+    ``first``..``last`` of ``chain`` that claims a valid round named to the source
+    (``more``: ``PipelinedSource.read_ahead_more``) as soon as its line is read, so
+    that the records are fetched many at a time. Yields the same entries, and raises
+    the same error at the same point, as ``entries``. A line the archive reader did
+    not parse is left to the reader (its record is then fetched when asked for)."""
+    held: deque[ArchiveEntry] = deque()
+    error: FetchError | None = None
+    done = False
+    try:
+        while True:
+            while not done and len(held) < window:
+                try:
+                    entry = next(entries, None)
+                except FetchError as exc:
+                    error, done = exc, True
+                    break
+                if entry is None:
+                    done = True
+                    break
+                held.append(entry)
+                pulse = entry.parsed
+                if (
+                    pulse is not None
+                    and pulse.chain_index == chain
+                    and first <= pulse.pulse_index <= last
+                    and pulse.external.source_id != ZERO_HASH
+                    and pulse.external.status_code == 0
+                ):
+                    more([(layout.external_key(chain, pulse.time_ms), MAX_EXTERNAL_RECORD_BYTES)])
+            if held:
+                yield held.popleft()
+            elif error is not None:
+                raise error
+            else:
+                return
+    finally:
+        _close(entries)
 
 
 def read_chain(
@@ -308,6 +397,7 @@ def read_chain(
     archives: bool = True,
     cosignatures: bool = True,
     records: bool = True,
+    clock: Clock | None = None,
 ) -> Iterator[Slot | ArchiveProblem]:
     """Yield a ``Slot`` for every pulse ``first``..``last`` of ``chain``, in order.
 
@@ -319,7 +409,8 @@ def read_chain(
     be fetched (absent is not an error).
 
     A source that reads ahead (``prefetch.PipelinedSource``: ``read_ahead``) is told
-    the keys read pulse by pulse before they are read, so that many are in flight.
+    the keys read pulse by pulse before they are read, so that many are in flight;
+    with a ``clock`` (the chain mixes drand rounds), the round records' too.
     """
     ahead = getattr(source, "read_ahead", None)
     reading_ahead = False
@@ -339,7 +430,7 @@ def read_chain(
             day = day + timedelta(days=1) if complete else None
             continue
         if ahead is not None and not reading_ahead:
-            ahead(_object_keys(chain, index, last, cosignatures, records))
+            ahead(_object_keys(chain, index, last, cosignatures, records, clock))
             reading_ahead = True
         slot = _object(source, chain, index, cosignatures, records)
         yield slot

@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beacon_verifier import __version__, drawcmd, entropycmd
+from beacon_verifier import __version__, drawcmd, entropycmd, layout
 from beacon_verifier.chain import ChainReport
 from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.claims import kind_words
 from beacon_verifier.core import NOT_FETCHED, Evidence, NotFetched, Policy, Verdict, check_pulse
-from beacon_verifier.descriptor import NIST_SITE, SiteDescriptor
+from beacon_verifier.descriptor import MAX_DESCRIPTOR_BYTES, NIST_SITE, SiteDescriptor
 from beacon_verifier.drawcmd import parse_time
 from beacon_verifier.errors import CheckError, FetchError, PulseFormatError, VerifierError
 from beacon_verifier.external_site import load_pinned
 from beacon_verifier.fetch import Source, open_source, read_location, site_root_of
-from beacon_verifier.format import Pulse, format_timestamp, parse_pulse
+from beacon_verifier.format import MAX_PULSE_BYTES, Pulse, format_timestamp, parse_pulse
 from beacon_verifier.lookup import find_by_time, pulse_by_time
 from beacon_verifier.prefetch import pipelined
 from beacon_verifier.replay import MAX_JOBS, Progress, replay_chain
@@ -382,6 +382,17 @@ def _cmd_chain(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume {exc}") from None
         chain, first, last = resumed.chain, resumed.first, resumed.last
         checkpoint = resumed.checkpoint(args.resume)
+    ahead = getattr(source, "read_ahead", None)
+    if ahead is not None:
+        # The descriptor, the head and (for the head check) pulse 1 of the chain, in
+        # flight together; chain 1 when not named (the head's, on most sites).
+        ahead(
+            [
+                (layout.SITE_KEY, MAX_DESCRIPTOR_BYTES),
+                (layout.LAST_KEY, MAX_PULSE_BYTES),
+                (layout.pulse_key(1 if chain is None else chain, 1), MAX_PULSE_BYTES),
+            ]
+        )
     descriptor = read_descriptor(source)
     report = replay_chain(
         source,

@@ -11,6 +11,16 @@ before, skip links that point before it), so the report is the same for any
 ``jobs``. Memory holds a segment's pulse at a time, a piece of one archive, one
 raw batch, and the report, whatever the length of the chain.
 
+A worker is handed a run of consecutive segments (``_runs``: long ones first,
+shorter towards the end so that workers finish together), and a source that
+reads archives ahead (``prefetch.PipelinedSource.stream_ahead``) is told the
+run's archives in order: the next day's archive is fetched while the current
+day is checked (at most ``prefetch.STREAMS_AHEAD`` ahead). With archives, the
+last run (the day that has none yet, read pulse by pulse) is started first, so
+that its round trips overlap the other workers' checks. The segments of a run
+come back together, so with ``jobs`` > 1 a checkpoint may cover several at once
+(and a run cut short is checked again on resume).
+
 Before any walk the head is checked against the chain's timestamps
 (``siteread.check_head``): a head claiming more pulses than periods is refused
 in one line. At the end, raw batches cited but not on the site are failures
@@ -25,22 +35,23 @@ import functools
 import multiprocessing
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from beacon_verifier import layout
+from beacon_verifier.archive import MAX_ARCHIVE_BYTES
 from beacon_verifier.batch import cited_batch
 from beacon_verifier.chain import ChainReport, ChainVerifier, Segment
-from beacon_verifier.chainread import ArchiveProblem, Slot, read_chain
+from beacon_verifier.chainread import ArchiveProblem, Clock, Slot, read_chain
 from beacon_verifier.checks import TrustedCertificate
 from beacon_verifier.core import ANY, NOT_FETCHED, Evidence, Policy
-from beacon_verifier.descriptor import NIST_SITE, SiteDescriptor
+from beacon_verifier.descriptor import MAX_DESCRIPTOR_BYTES, NIST_SITE, SiteDescriptor
 from beacon_verifier.errors import ChainError, FetchError, PulseFormatError
 from beacon_verifier.fetch import Source
-from beacon_verifier.format import Pulse
+from beacon_verifier.format import MAX_PULSE_BYTES, ZERO_HASH, Pulse
 from beacon_verifier.siteread import (
     certificate_lookup,
     chain_tip,
@@ -59,6 +70,8 @@ Progress = Callable[[int, int], None]
 DAY_MS = 86_400_000
 #: A segment holds whole days and at least this many pulses (when the range has them).
 SEGMENT_PULSES = 1024
+#: The most segments handed to a worker at once (a run).
+RUN_SEGMENTS = 8
 MAX_JOBS = 64
 #: What the last pulse's unpublished batch is reported as.
 IN_USE = "raw batch: the last pulse's batch is not published yet (published once used up)"
@@ -78,6 +91,25 @@ class _Task:
     check_pq: bool = True
     descriptor: SiteDescriptor = NIST_SITE
     records: bool = True
+    #: The day of pulse ``last``, as predicted from the period (None: not known).
+    last_day: date | None = None
+    #: The certificate the chain's last pulse names: most likely the one needed.
+    certificate_id: bytes = b""
+    #: Where the chain mixes drand rounds: its last pulse's (index, time, period), to
+    #: read the round records of pulses read one by one ahead (``read_chain``).
+    clock: Clock | None = None
+
+    def archive_keys(self) -> Iterator[tuple[str, int]]:
+        """The archives ``read_chain`` will stream for this segment if there are no
+        gaps, in its order, with their size cap."""
+        if not self.archives or self.day_hint is None:
+            return
+        day, end = self.day_hint, self.last_day or self.day_hint
+        while day <= end:
+            yield layout.archive_key(day), MAX_ARCHIVE_BYTES
+            if self.check_pq:
+                yield layout.pq_archive_key(day), MAX_ARCHIVE_BYTES
+            day += timedelta(days=1)
 
 
 class _Batches:
@@ -160,6 +192,7 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
         archives=task.archives,
         cosignatures=task.check_pq,
         records=task.records,
+        clock=task.clock,
     )
     for item in items:
         if isinstance(item, ArchiveProblem):
@@ -176,13 +209,49 @@ def _check_segment(task: _Task, tick: Callable[[int], None] | None = None) -> Se
     return verifier.segment()
 
 
-def _check_segment_in_worker(task: _Task) -> Segment:
-    """``_check_segment`` in a worker process; errors cross back as ``FetchError``
+def _check_run(
+    tasks: Sequence[_Task], tick: Callable[[int, int], None] | None = None
+) -> Iterator[Segment]:
+    """Check consecutive segments in order, the archives of the next days read ahead
+    (where the source can) while a day is checked; ``tick(i, n)``: the first n
+    pulses of ``tasks[i]`` are dealt with."""
+    if not tasks:
+        return
+    source = tasks[0].source
+    keep_ahead = getattr(source, "keep_ahead", None)
+    if keep_ahead is not None and tasks[0].certificate_id:
+        keep_ahead(layout.certificate_key(tasks[0].certificate_id.hex()))
+    stream_ahead = getattr(source, "stream_ahead", None)
+    if stream_ahead is not None:
+        stream_ahead(key for task in tasks for key in task.archive_keys())
+    try:
+        for i, task in enumerate(tasks):
+            yield _check_segment(task, None if tick is None else functools.partial(tick, i))
+    finally:
+        if stream_ahead is not None:
+            stream_ahead(())
+
+
+def _check_run_in_worker(tasks: tuple[_Task, ...]) -> list[Segment]:
+    """``_check_run`` in a worker process; errors cross back as ``FetchError``
     (``PulseFormatError`` does not pickle)."""
     try:
-        return _check_segment(task)
+        return list(_check_run(tasks))
     except PulseFormatError as exc:
-        raise FetchError(f"{task.source.describe()}: {exc}") from None
+        raise FetchError(f"{tasks[0].source.describe()}: {exc}") from None
+
+
+def _runs(tasks: list[_Task], jobs: int) -> list[tuple[_Task, ...]]:
+    """``tasks`` cut into runs of consecutive segments for ``jobs`` workers: each run
+    a share of what is left (``RUN_SEGMENTS`` at most), so runs shrink towards the
+    end and the workers finish close together."""
+    runs = []
+    i = 0
+    while i < len(tasks):
+        size = max(1, min(RUN_SEGMENTS, -(-(len(tasks) - i) // (2 * jobs))))
+        runs.append(tuple(tasks[i : i + size]))
+        i += size
+    return runs
 
 
 def plan_segments(
@@ -196,18 +265,24 @@ def plan_segments(
     check_pq: bool = True,
     descriptor: SiteDescriptor = NIST_SITE,
     records: bool = True,
+    first_pulse: Pulse | None = None,
 ) -> list[_Task]:
     """Cut ``first``..``last`` of ``tip``'s chain into segments of whole days.
 
-    Day boundaries are predicted from pulse ``first``'s time (one GET) and the
-    period, as if there were no gaps; after a gap a segment starts a little
-    inside a day, which costs reading part of an archive twice, never
-    correctness. Without ``archives`` days do not matter and pulse ``first`` is
-    not fetched for its time.
+    Day boundaries are predicted from pulse ``first``'s time (one GET, unless
+    ``first_pulse`` is that pulse, as ``fetch_pulse`` gives it) and the period,
+    as if there were no gaps; after a gap a segment starts a little inside a day,
+    which costs reading part of an archive twice, never correctness. Without
+    ``archives`` days do not matter and pulse ``first`` is not fetched for its time.
     """
     chain, period = tip.chain_index, tip.period
-    found = fetch_pulse(source, chain, first) if archives else None
+    found = None
+    if archives:
+        found = first_pulse if first_pulse is not None else fetch_pulse(source, chain, first)
     start = None if found is None else found.time_ms
+    clock = None
+    if descriptor.external is not None and tip.external.source_id != ZERO_HASH:
+        clock = (tip.pulse_index, tip.time_ms, period)  # round records to read ahead
     per_day = max(1, DAY_MS // period)
     days = -(-SEGMENT_PULSES // per_day)
     tasks = []
@@ -221,8 +296,25 @@ def plan_segments(
             next_day = day + timedelta(days=days)
             hi = max(lo, first + -(-(layout.day_start_ms(next_day) - start) // period) - 1)
         hi = min(hi, last)
+        last_day = None
+        if day is not None and start is not None:
+            last_day = max(day, layout.day_of(start + (hi - first) * period))
         tasks.append(
-            _Task(source, chain, lo, hi, day, archives, policy, check_pq, descriptor, records)
+            _Task(
+                source,
+                chain,
+                lo,
+                hi,
+                day,
+                archives,
+                policy,
+                check_pq,
+                descriptor,
+                records,
+                last_day,
+                tip.certificate_id,
+                clock,
+            )
         )
         lo, day = hi + 1, next_day
     return tasks
@@ -231,18 +323,28 @@ def plan_segments(
 def _segments(
     tasks: list[_Task], jobs: int, tick: Callable[[int, int], None] | None
 ) -> Iterator[Segment]:
-    """The checked segments, in order: here, or in ``jobs`` worker processes."""
+    """The checked segments, in order: here, or in ``jobs`` worker processes, each
+    handed runs of consecutive segments (``_runs``)."""
     if jobs <= 1 or len(tasks) <= 1:
-        for i, task in enumerate(tasks):
-            yield _check_segment(task, None if tick is None else functools.partial(tick, i))
+        yield from _check_run(tasks, tick)
         return
+    rest = getattr(tasks[0].source, "rest", None)
+    if rest is not None:  # its fetch threads stopped, this process may fork
+        rest()
     pool = ProcessPoolExecutor(
         max_workers=min(jobs, len(tasks)),
         mp_context=_worker_context(),
         initializer=_ignore_interrupts,
     )
+    runs = _runs(tasks, jobs)
+    # With archives, the last run holds the day that has none yet, read pulse by pulse:
+    # more waiting on round trips than checking. Started first, its waits overlap the
+    # other workers' checks instead of ending the audit.
+    order = [len(runs) - 1, *range(len(runs) - 1)] if tasks[-1].archives else range(len(runs))
     try:
-        yield from pool.map(_check_segment_in_worker, tasks)
+        futures = {i: pool.submit(_check_run_in_worker, runs[i]) for i in order}
+        for i in range(len(runs)):
+            yield from futures.pop(i).result()
     except BrokenProcessPool as exc:
         raise FetchError(f"a worker process stopped before finishing its pulses ({exc})") from None
     finally:
@@ -307,7 +409,8 @@ def replay_chain(
     if policy.require_pq and not check_pq:
         raise ValueError("require_pq needs check_pq")
     tip = chain_tip(source, chain)
-    check_head(source, tip)
+    _read_ahead_start(source, tip.chain_index, first, descriptor, archives)
+    pulse_one = check_head(source, tip)
     if descriptor is None:
         descriptor = read_descriptor(source)
     if not check_pq:
@@ -329,6 +432,7 @@ def replay_chain(
         check_pq=check_pq,
         descriptor=descriptor,
         records=records,
+        first_pulse=pulse_one if first == 1 and pulse_one is not None else None,
     )
     total = last - first + 1
 
@@ -344,6 +448,23 @@ def replay_chain(
             progress(task.last - first + 1, total)
     _settle_batches(joined.report, tip.chain_index, descriptor)
     return joined.report
+
+
+def _read_ahead_start(
+    source: Source, chain: int, first: int, descriptor: SiteDescriptor | None, archives: bool
+) -> None:
+    """Put the GETs before the walk in flight together, on a source that reads ahead:
+    pulse 1 (``check_head``), the descriptor when not given, pulse ``first`` (its time
+    places the segments on days) when it will be read."""
+    ahead = getattr(source, "read_ahead_more", None)
+    if ahead is None:
+        return
+    keys = [(layout.pulse_key(chain, 1), MAX_PULSE_BYTES)]
+    if descriptor is None:
+        keys.append((layout.SITE_KEY, MAX_DESCRIPTOR_BYTES))
+    if first != 1 and archives and (descriptor is None or descriptor.daily_archives):
+        keys.append((layout.pulse_key(chain, first), MAX_PULSE_BYTES))
+    ahead(keys)
 
 
 def _settle_batches(report: ChainReport, chain: int, descriptor: SiteDescriptor) -> None:

@@ -118,12 +118,13 @@ def chain_tip(source: Source, chain: int | None) -> Pulse:
     return tip
 
 
-def check_head(source: Source, tip: Pulse, *, now_ms: int | None = None) -> None:
+def check_head(source: Source, tip: Pulse, *, now_ms: int | None = None) -> Pulse | None:
     """Refuse a head that the chain's timestamps rule out, in one GET, before any walk.
 
     A chain cannot have more pulses than periods since its first pulse (pulse 1,
     or, if the site lacks it, the Unix epoch), and no pulse from the future.
-    Raises ``BadHeadError`` in one line.
+    Raises ``BadHeadError`` in one line. Returns pulse 1 as ``fetch_pulse`` gives it
+    (None: the site has no usable one), so that it need not be fetched again.
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
     what = f"{source.describe()}: bad head: pulse {tip.chain_index}/{tip.pulse_index}"
@@ -141,6 +142,7 @@ def check_head(source: Source, tip: Pulse, *, now_ms: int | None = None) -> None
             f"{what} at {tip.time_stamp}: at most {allowed} pulses fit since {since} "
             f"at one per {tip.period} ms"
         )
+    return first
 
 
 def fetch_pulse(source: Source, chain: int, index: int) -> Pulse | None:

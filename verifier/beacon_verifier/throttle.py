@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: ``--concurrency`` unless given.
-DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY = 64
 #: The bound of ``--concurrency``: requests in flight at once to one site.
 MAX_CONCURRENCY = 256
 #: The longest a ``Retry-After`` is honoured; a longer one is waited for this long.

@@ -111,6 +111,7 @@ class _Watchdog:
         self._live = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._leaving: threading.Thread | None = None  # told to stop, not yet joined
         self._pid = 0
         self._local = threading.local()
 
@@ -156,6 +157,15 @@ class _Watchdog:
             self._local.guard = None
         if idle is not None and threading.current_thread() is threading.main_thread():
             idle.join(1.0)  # gone before the main thread may fork
+        elif idle is not None:
+            self._leaving = idle  # joined by ``settle``
+
+    def settle(self) -> None:
+        """Wait (1 s at most) for a watchdog thread that went idle to be gone, so that
+        a process whose requests ran on other threads may fork."""
+        leaving, self._leaving = self._leaving, None
+        if leaving is not None and leaving is not threading.current_thread():
+            leaving.join(1.0)
 
     def _run(self) -> None:
         me = threading.current_thread()
@@ -439,3 +449,7 @@ class HttpSource:
 
     def stream(self, key: str, *, max_bytes: int) -> Iterator[bytes] | None:
         return self.client.stream(f"{self.base_url}/{_check_key(key)}", max_bytes=max_bytes)
+
+    def settle(self) -> None:
+        """No thread of ours left running once requests are done (see ``_Watchdog``)."""
+        _WATCHDOG.settle()
