@@ -283,6 +283,13 @@ class ExternalMixer:
             (chain_index, pulse_index, status, data),
         )
 
+    def forget(self, chain_index: int, pulse_index: int) -> None:
+        """Pulse (chain, pulse) mixes no round (planned elsewhere): publish none for it."""
+        self._db().execute(
+            "DELETE FROM external WHERE chain_index=? AND pulse_index=?",
+            (chain_index, pulse_index),
+        )
+
     def _fetch(self, boundary_ms: int) -> ext.RoundRecord:
         if self._running is not None and not self._running.done():
             return self.relays.missing(

@@ -199,8 +199,7 @@ class PlanStore:
         try:
             self._lease.ensure()
             stored = store_plan(self._publisher, plan)
-            if stored.external is not None:
-                self._keep_external(stored)
+            self._keep_external(stored)
         except LeaseLostError as exc:
             self._on_lost(exc)
             return None
@@ -223,10 +222,13 @@ class PlanStore:
         return stored
 
     def _keep_external(self, plan: Plan) -> None:
-        """The drand round record of ``plan`` is published with its pulse, as planned."""
-        assert plan.external is not None
+        """The drand round record of ``plan`` is published with its pulse, as planned
+        (and none when the plan has none, whatever this instance fetched)."""
         chain, index = plan.slot.chain_index, plan.slot.pulse_index
-        if self._external is not None:
+        if plan.external is None:
+            if self._external is not None:
+                self._external.forget(chain, index)
+        elif self._external is not None:
             self._external.remember(chain, index, plan.external)
         else:  # planned by an instance that mixes drand: publish its record now
             self._publisher.put_immutable(

@@ -27,20 +27,23 @@ and nothing conflicts, even under Object Lock.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
+from beacon_verifier import layout
 from beacon_verifier.errors import FetchError
 from beacon_verifier.format import parse_pulse
 from beacon_verifier.timeindex import BOUNDS_KEY, parse_bounds
 
 from beacon.config import Settings
+from beacon.entropy import SOURCE_KINDS, EntropyDraw
 from beacon.errors import BeaconError
 from beacon.lease import Lease
-from beacon.plan import PlanError, load_plan
+from beacon.plan import Plan, PlanError, load_plan
 from beacon.publish import Publisher
 from beacon.publish.head import published_item, read_store_head
-from beacon.pulse.builder import ChainHead, PulseSlot, next_slot
+from beacon.pulse.builder import BuildError, ChainHead, PulseSlot, follows, next_slot
 from beacon.state import State
 
 log = logging.getLogger("beacon")
@@ -104,10 +107,12 @@ def reconcile(
             lease.taken_from,
             "none" if head is None else f"{head.chain_index}/{head.pulse_index}",
         )
-    slot = next_slot(state.head(), settings.chain)
-    return Reconciled(
-        adopted=adopted, inherited=_inherit_plan(publisher, state, slot, certificate_id)
-    )
+    head = state.head()
+    slot = next_slot(head, settings.chain)
+    inherited = _inherit_plan(publisher, state, head, slot, certificate_id)
+    if not inherited and state.plan() is None:
+        _inherit_record(publisher, state, slot)
+    return Reconciled(adopted=adopted, inherited=inherited)
 
 
 def _settle(
@@ -133,6 +138,13 @@ def _settle(
                     "(run with --take-over-chain to do it on purpose)"
                 )
             _refuse_if_signed(state, store, where)
+            after = next_slot(store)
+            if local is not None and _pos(local) >= (after.chain_index, after.pulse_index):
+                raise StoreConflictError(
+                    f"{where} is at pulse {_name(_pos(store))} of another key, but this key "
+                    f"already signed pulses up to {_name(_pos(local))}; refusing to sign those "
+                    "indexes again"
+                )
             log.warning(
                 "taking over chain %d of certificateId %s at pulse %d (--take-over-chain)",
                 store.chain_index,
@@ -255,25 +267,44 @@ def _adopt(publisher: Publisher, state: State, store: ChainHead) -> None:
 
 
 def _inherit_plan(
-    publisher: Publisher, state: State, slot: PulseSlot, certificate_id: bytes
+    publisher: Publisher,
+    state: State,
+    head: ChainHead | None,
+    slot: PulseSlot,
+    certificate_id: bytes,
 ) -> bool:
     """Take up the plan the store holds for ``slot``, if another instance stored it.
 
     True when the state's plan for ``slot`` was replaced by the store's. A plan
-    the state holds that the store lacks stays: it is stored at the next tick.
+    the state holds that the store lacks stays, to be stored at the next tick,
+    unless it is for another index or another key (``beacon init --force``):
+    then nobody this key can sign for stored it, and it is dropped. A stored plan
+    that does not follow the head (this key planned it on another chain's pulse)
+    is refused: this key may have signed it.
     """
     saved = state.plan()
-    if saved is not None and (saved.chain_index, saved.pulse_index) != (
-        slot.chain_index,
-        slot.pulse_index,
-    ):
-        state.drop_plan()  # made for an index the chain has moved past
-        saved = None
+    if saved is not None:
+        planned = Plan.from_bytes(saved.data).pulse
+        if (saved.chain_index, saved.pulse_index) != (slot.chain_index, slot.pulse_index):
+            state.drop_plan()  # made for an index the chain has moved past
+            saved = None
+        elif planned.certificate_id != certificate_id:
+            log.warning(
+                "pulse %d/%d: dropping a plan of certificateId %s, not this key's",
+                slot.chain_index,
+                slot.pulse_index,
+                planned.certificate_id.hex()[:16],
+            )
+            state.drop_plan()
+            saved = None
     try:
         stored = load_plan(publisher, slot, certificate_id)
-    except PlanError as exc:
+        if stored is not None:
+            follows(head, stored.pulse)
+    except (PlanError, BuildError) as exc:
         raise StoreConflictError(
-            f"{exc}; refusing to sign pulse {slot.chain_index}/{slot.pulse_index}"
+            f"the store's plan for pulse {slot.chain_index}/{slot.pulse_index}: {exc}; "
+            "this key may have signed it, so it signs no other pulse there"
         ) from None
     if stored is None or (saved is not None and saved.data == stored.to_bytes()):
         return False
@@ -284,3 +315,30 @@ def _inherit_plan(
         slot.pulse_index,
     )
     return True
+
+
+def _inherit_record(publisher: Publisher, state: State, slot: PulseSlot) -> None:
+    """An entropy record stored for ``slot`` with no plan (left by a beacon of 0.1.0,
+    which wrote records before pulses and stored no plans) becomes the value the
+    next pulse commits to, so the pulse's own record does not conflict with it."""
+    data = publisher.get(layout.entropy_record_key(slot.chain_index, slot.pulse_index))
+    if data is None:
+        return
+    try:
+        record = json.loads(data)
+        kind = record["source"]
+        named = (record["chainIndex"], record["pulseIndex"])
+    except (ValueError, TypeError, KeyError):
+        kind, named = None, None
+    if kind not in SOURCE_KINDS or named != (slot.chain_index, slot.pulse_index):
+        raise StoreConflictError(
+            f"the entropy record of pulse {slot.chain_index}/{slot.pulse_index} in the store "
+            "is not a record this beacon writes for it; refusing to sign that pulse"
+        )
+    log.warning(
+        "pulse %d/%d: inheriting the entropy record a previous active published without "
+        "its pulse or plan",
+        slot.chain_index,
+        slot.pulse_index,
+    )
+    state.commit_to(slot.chain_index, slot.pulse_index, EntropyDraw(record=data, kind=kind))

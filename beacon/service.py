@@ -213,12 +213,20 @@ class Beacon:
         slot = next_slot(head, self.settings.chain)
         try:
             plan, next_draw = self._plan(head, slot, boundary)
-            stored = self.plans.store(plan)
-            if stored is None:
-                return False
-            built = sign_pulse(head, stored.pulse, self.signer)
         except BuildError as exc:
             log.error("cannot build pulse %d: %s", slot.pulse_index, exc)
+            return False
+        stored = self.plans.store(plan)
+        if stored is None:
+            return False
+        try:
+            built = sign_pulse(head, stored.pulse, self.signer)
+        except BuildError as exc:
+            # A plan in the store that this key cannot sign as the next pulse: it
+            # may have been signed already, so no other pulse may take the index.
+            self._fail(
+                BeaconError(f"refusing to sign pulse {slot.chain_index}/{slot.pulse_index}: {exc}")
+            )
             return False
         failpoint("before-commit")
         self.state.commit_pulse(

@@ -356,6 +356,14 @@ class State:
                 ),
             )
 
+    def commit_to(self, chain_index: int, pulse_index: int, draw: EntropyDraw) -> None:
+        """Make ``draw`` the value committed to for pulse (chain, index)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO commitment VALUES (1, ?, ?, ?, ?)",
+                (chain_index, pulse_index, draw.record, draw.kind),
+            )
+
     def drop_plan(self) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM plan")

@@ -242,22 +242,8 @@ def sign_pulse(head: ChainHead | None, unsigned: Pulse, signer: Signer) -> Built
     Raises ``BuildError`` when ``unsigned`` is not the pulse after ``head`` or
     names another certificate.
     """
+    follows(head, unsigned)
     new_chain = head is None or head.ended
-    if head is not None and not new_chain:
-        expected = next_slot(head)
-        previous = next((v.value for v in unsigned.list_values if v.type == "previous"), None)
-        if (
-            (unsigned.chain_index, unsigned.pulse_index)
-            != (expected.chain_index, expected.pulse_index)
-            or previous != head.output_value
-            or unsigned.time_ms <= head.time_ms
-        ):
-            raise BuildError(
-                f"the planned pulse {unsigned.chain_index}/{unsigned.pulse_index} does not "
-                f"follow pulse {head.chain_index}/{head.pulse_index}"
-            )
-    elif unsigned.pulse_index != 1:
-        raise BuildError(f"the planned pulse {unsigned.pulse_index} does not start a chain")
     if unsigned.certificate_id != bytes(signer.certificate_id):
         raise BuildError(
             f"the planned pulse {unsigned.chain_index}/{unsigned.pulse_index} names "
@@ -274,6 +260,27 @@ def sign_pulse(head: ChainHead | None, unsigned: Pulse, signer: Signer) -> Built
     return BuiltPulse(
         pulse=pulse, data=data, head=_next_head(head, pulse, new_chain), cosignature=cosignature
     )
+
+
+def follows(head: ChainHead | None, unsigned: Pulse) -> None:
+    """Raise ``BuildError`` unless the planned ``unsigned`` is the pulse after ``head``."""
+    if head is not None and not head.ended:
+        expected = next_slot(head)
+        if (
+            (unsigned.chain_index, unsigned.pulse_index)
+            != (expected.chain_index, expected.pulse_index)
+            or unsigned.previous != head.output_value
+            or unsigned.time_ms <= head.time_ms
+        ):
+            raise BuildError(
+                f"the planned pulse {unsigned.chain_index}/{unsigned.pulse_index} does not "
+                f"follow pulse {head.chain_index}/{head.pulse_index}"
+            )
+    elif unsigned.pulse_index != 1:
+        raise BuildError(
+            f"the planned pulse {unsigned.chain_index}/{unsigned.pulse_index} does not "
+            "start a chain"
+        )
 
 
 def anchor_of(pulse: Pulse) -> Anchor:
