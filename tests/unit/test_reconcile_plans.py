@@ -12,24 +12,14 @@ from beacon_verifier.format import STATUS_CHAIN_START_OR_NO_PRECOMMIT, parse_pul
 
 from beacon.config import Settings
 from beacon.entropy.os_source import OsSource
-from beacon.errors import TransientPublishError
 from beacon.lease import LEASE_KEY
 from beacon.publish.local import LocalDirPublisher
 from beacon.pulse.keys import Signer, init_identity
 from beacon.reconcile import StoreConflictError
 from beacon.service import Beacon
-from tests.unit.test_service import T0, FakeClock, wait_prepared
+from tests.unit.test_service import T0, FakeClock, Flaky, wait_prepared
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-
-
-class Flaky(LocalDirPublisher):
-    down = False
-
-    def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
-        if self.down:
-            raise TransientPublishError("connection refused")
-        super().put_immutable(key, data, content_type=content_type)
 
 
 def key(tmp_path: Path, name: str) -> Signer:
@@ -49,6 +39,15 @@ def beacon(
         publisher=store,
         take_over_chain=data.endswith("take-over"),
     )
+
+
+def first_pulse(tmp_path: Path, signer: Signer, clock: FakeClock, store: LocalDirPublisher) -> None:
+    """Pulse 1 of ``signer``'s chain, published to ``store`` by the instance at ``a``."""
+    a = beacon(tmp_path, "a", signer, clock, store)
+    assert a.start_background()
+    wait_prepared(a)
+    assert a.tick()
+    a.shutdown()
 
 
 def killed(b: Beacon) -> None:
@@ -113,11 +112,7 @@ def test_take_over_is_refused_where_this_key_already_signed(tmp_path: Path) -> N
 def test_a_stored_plan_that_does_not_follow_the_head_is_refused(tmp_path: Path) -> None:
     signer = key(tmp_path, "k")
     clock, store = FakeClock(T0), LocalDirPublisher(tmp_path / "site")
-    a = beacon(tmp_path, "a", signer, clock, store)
-    assert a.start_background()
-    wait_prepared(a)
-    assert a.tick()
-    a.shutdown()
+    first_pulse(tmp_path, signer, clock, store)
     # A plan for pulse 2 made on another pulse 1 of this key (a restored store, say).
     b = beacon(tmp_path, "b", signer, clock, LocalDirPublisher(tmp_path / "elsewhere"))
     b.lease.try_acquire()
@@ -144,11 +139,7 @@ def test_an_entropy_record_left_without_plan_or_pulse_is_inherited(tmp_path: Pat
     plan: after an upgrade the next pulse uses that record, so nothing conflicts."""
     signer = key(tmp_path, "k")
     clock, store = FakeClock(T0), LocalDirPublisher(tmp_path / "site")
-    a = beacon(tmp_path, "a", signer, clock, store)
-    assert a.start_background()
-    wait_prepared(a)
-    assert a.tick()
-    a.shutdown()
+    first_pulse(tmp_path, signer, clock, store)
     orphan = OsSource("a 0.1.0 beacon").draw(1, 2).record
     store.put_immutable(layout.entropy_record_key(1, 2), orphan, content_type="application/json")
     again = beacon(tmp_path, "a", signer, clock, store)

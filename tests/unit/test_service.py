@@ -62,6 +62,17 @@ class SlowSource:
         return OsSource(f"slow source answered {pulse_index}").draw(chain_index, pulse_index)
 
 
+class Flaky(LocalDirPublisher):
+    """A local store that refuses every create while ``down``, as a store outage."""
+
+    down = False
+
+    def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
+        if self.down:
+            raise TransientPublishError("connection refused")
+        super().put_immutable(key, data, content_type=content_type)
+
+
 def make(
     tmp_path: Path,
     signer: Signer,
@@ -335,14 +346,6 @@ def test_a_full_outbox_stops_signing_until_the_store_takes_them(
 def test_a_plan_the_store_did_not_take_is_signed_as_planned_later(
     tmp_path: Path, signer: Signer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Flaky(LocalDirPublisher):
-        down = False
-
-        def put_immutable(self, key: str, data: bytes, *, content_type: str) -> None:
-            if self.down:
-                raise TransientPublishError("connection refused")
-            super().put_immutable(key, data, content_type=content_type)
-
     caplog.set_level(logging.INFO, logger="beacon")
     store = Flaky(tmp_path / "site")
     clock = FakeClock(T0)
