@@ -27,9 +27,9 @@ from beacon_verifier.replay import replay_chain
 from beacon_verifier.report import report_as_dict
 from beacon_verifier.web import HttpClient, HttpSource
 
-from beacon.pulse.builder import BuiltPulse, build_pulse
+from beacon.pulse.builder import build_pulse
 from beacon.pulse.keys import Signer
-from tests.unit.test_replay import build_records_chain, record, write_site
+from tests.unit.test_replay import build_records_chain, write_site
 
 PULSES = 1_600  # two segments of a day's 1,440 pulses each
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -301,28 +301,13 @@ ARCHIVED = [START_MS + i * EVERY_20_MIN for i in range(4 * 72 + 10)]
 DAYS = [date(2026, 1, d) for d in range(1, 6)]
 
 
-def _external_chain(signer: Signer) -> list[tuple[BuiltPulse, bytes]]:
-    """``build_records_chain``'s pulses, each claiming a drand round (statusCode 0)."""
-    out: list[tuple[BuiltPulse, bytes]] = []
-    head = None
-    for n, t in enumerate(ARCHIVED):
-        built = build_pulse(
-            head,
-            time_ms=t,
-            period_ms=EVERY_20_MIN,
-            local_random_value=hashlib.sha512(record(n)).digest(),
-            next_local_random_value=hashlib.sha512(record(n + 1)).digest(),
-            signer=signer,
-            base_url="https://beacon.example",
-            external=External(
-                source_id=QUICKNET.source_id,
-                status_code=0,
-                value=hashlib.sha512(b"round %d" % n).digest(),
-            ),
-        )
-        out.append((built, record(n)))
-        head = built.head
-    return out
+def _round(n: int) -> External:
+    """A drand round claimed by pulse ``n`` (statusCode 0)."""
+    return External(
+        source_id=QUICKNET.source_id,
+        status_code=0,
+        value=hashlib.sha512(b"round %d" % n).digest(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +321,14 @@ def drand_site(tmp_path_factory: pytest.TempPathFactory, other_signer: Signer) -
     """``archived_site`` whose pulses claim drand rounds, each with its round record
     object (not a real round: the verdicts do not matter, what is read does)."""
     root = write_site(
-        tmp_path_factory.mktemp("drand") / "site", _external_chain(other_signer), other_signer
+        tmp_path_factory.mktemp("drand") / "site",
+        build_records_chain(
+            ARCHIVED,
+            other_signer,
+            period=EVERY_20_MIN,
+            external=_round,
+        ),
+        other_signer,
     )
     promise = Promise(1, 1)
     descriptor = SiteDescriptor(

@@ -21,7 +21,7 @@ from beacon_verifier.cli import main
 from beacon_verifier.core import Policy
 from beacon_verifier.descriptor import Promise, SiteDescriptor, encode_descriptor
 from beacon_verifier.fetch import LocalSource
-from beacon_verifier.format import ListValue, Pulse, canonical_json, parse_pulse
+from beacon_verifier.format import External, ListValue, Pulse, canonical_json, parse_pulse
 from beacon_verifier.replay import replay_chain
 from beacon_verifier.timeindex import TimeEntry
 from hypothesis import HealthCheck, given, settings
@@ -172,9 +172,14 @@ def record(n: int) -> bytes:
 
 
 def build_records_chain(
-    times: Iterable[int], signer: Signer, *, period: int = MINUTE
+    times: Iterable[int],
+    signer: Signer,
+    *,
+    period: int = MINUTE,
+    external: Callable[[int], External] | None = None,
 ) -> list[tuple[BuiltPulse, bytes]]:
-    """Pulses at ``times`` whose localRandomValue is SHA-512 of their entropy record."""
+    """Pulses at ``times`` whose localRandomValue is SHA-512 of their entropy record;
+    pulse ``n`` carries ``external(n)`` when given."""
     out: list[tuple[BuiltPulse, bytes]] = []
     head = None
     for n, t in enumerate(times):
@@ -186,6 +191,7 @@ def build_records_chain(
             next_local_random_value=hashlib.sha512(record(n + 1)).digest(),
             signer=signer,
             base_url=BASE_URL,
+            external=None if external is None else external(n),
         )
         out.append((built, record(n)))
         head = built.head
