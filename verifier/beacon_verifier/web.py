@@ -201,6 +201,9 @@ _WATCHDOG = _Watchdog()
 
 
 class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    """A connection the watchdog guards from connect to the end of each request
+    (placed before HTTPSConnection in the MRO, it guards that one too)."""
+
     def connect(self) -> None:
         _WATCHDOG.attach(self)
         super().connect()
@@ -210,14 +213,8 @@ class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def connect(self) -> None:
-        _WATCHDOG.attach(self)
-        super().connect()
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _WATCHDOG.attach(self)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):
