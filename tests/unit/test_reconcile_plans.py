@@ -57,6 +57,18 @@ def killed(b: Beacon) -> None:
     b._lock.release()
 
 
+def signed_then_killed(b: Beacon) -> None:
+    """``b`` signs pulses 1 and 2 (their plans stored, nothing published), then dies."""
+    b.lease.try_acquire()
+    b.prime()
+    assert isinstance(b.clock, FakeClock)
+    for i in range(2):
+        b.clock.now = T0 + i * 60_000
+        wait_prepared(b)
+        assert b.tick()
+    killed(b)
+
+
 def test_a_saved_plan_of_a_replaced_key_is_dropped(tmp_path: Path) -> None:
     old, new = key(tmp_path, "old"), key(tmp_path, "new")
     clock, store = FakeClock(T0), Flaky(tmp_path / "site")
@@ -86,14 +98,7 @@ def test_a_saved_plan_of_a_replaced_key_is_dropped(tmp_path: Path) -> None:
 def test_take_over_is_refused_where_this_key_already_signed(tmp_path: Path) -> None:
     mine, theirs = key(tmp_path, "mine"), key(tmp_path, "theirs")
     clock, store = FakeClock(T0), LocalDirPublisher(tmp_path / "site")
-    a = beacon(tmp_path, "a-take-over", mine, clock, store)
-    a.lease.try_acquire()
-    a.prime()
-    for i in range(2):  # signed and planned in the store, never published
-        clock.now = T0 + i * 60_000
-        wait_prepared(a)
-        assert a.tick()
-    killed(a)
+    signed_then_killed(beacon(tmp_path, "a-take-over", mine, clock, store))
     store.path_for(LEASE_KEY).unlink()  # its lease ran out
     clock.now = T0 + 2 * 60_000
     other = beacon(tmp_path, "y", theirs, clock, store)
@@ -114,14 +119,9 @@ def test_a_stored_plan_that_does_not_follow_the_head_is_refused(tmp_path: Path) 
     clock, store = FakeClock(T0), LocalDirPublisher(tmp_path / "site")
     first_pulse(tmp_path, signer, clock, store)
     # A plan for pulse 2 made on another pulse 1 of this key (a restored store, say).
-    b = beacon(tmp_path, "b", signer, clock, LocalDirPublisher(tmp_path / "elsewhere"))
-    b.lease.try_acquire()
-    b.prime()
-    for i in range(2):
-        clock.now = T0 + i * 60_000
-        wait_prepared(b)
-        assert b.tick()
-    killed(b)
+    signed_then_killed(
+        beacon(tmp_path, "b", signer, clock, LocalDirPublisher(tmp_path / "elsewhere"))
+    )
     plan = next((tmp_path / "elsewhere" / layout.ROOT / "chain/1/plan/2").iterdir())
     target = store.root / layout.ROOT / "chain/1/plan/2" / plan.name
     target.parent.mkdir(parents=True)
