@@ -148,24 +148,22 @@ def _read(pieces: Iterator[bytes] | None) -> list[bytes] | str | None:
     return got
 
 
+def _streamed(source: StreamingSource | PipelinedSource, key: str) -> list[bytes] | str | None:
+    """What reading ``key`` as a stream gives: its pieces, or the error it raised."""
+    try:
+        return _read(source.stream(key, max_bytes=1 << 30))
+    except FetchError as exc:
+        return f"raised: {exc}"
+
+
 def test_archives_read_ahead_read_back_as_their_streams_would() -> None:
     keys = ["archive/ok", "archive/broken", "archive/refused", "archive/404", "archive/huge"]
     direct = StreamingSource(0.0)
-    expected = []
-    for key in keys:
-        try:
-            expected.append(_read(direct.stream(key, max_bytes=1 << 30)))
-        except FetchError as exc:
-            expected.append(f"raised: {exc}")
+    expected = [_streamed(direct, key) for key in keys]
     inner = StreamingSource(0.0)
     source = PipelinedSource(inner, 4)
     source.stream_ahead((k, 1 << 30) for k in keys)
-    got = []
-    for key in keys:
-        try:
-            got.append(_read(source.stream(key, max_bytes=1 << 30)))
-        except FetchError as exc:
-            got.append(f"raised: {exc}")
+    got = [_streamed(source, key) for key in keys]
     assert got == expected  # the same pieces, then the same error at the same point
     assert got[2] == "raised: archive/refused: HTTP 500"
     assert all(inner.gets[k] == 1 for k in keys[:4])  # each fetched once, ahead
