@@ -223,18 +223,19 @@ class ExternalMixer:
             self._local.db = db
         return db
 
-    def external_for(self, chain_index: int, pulse_index: int, boundary_ms: int) -> External:
-        """Fetch round T, keep its record for pulse (chain, pulse), return the external block.
+    def external_for(
+        self, chain_index: int, pulse_index: int, boundary_ms: int
+    ) -> tuple[External, bytes]:
+        """Fetch round T, keep its record for pulse (chain, pulse); return the external
+        block and the record as it will be published.
 
         Called by the tick before the pulse is committed (an orphan record of a
         pulse never committed is replaced when its slot is ticked again).
         """
         record = self._fetch(boundary_ms)
         self._check_period()
-        self._db().execute(
-            "INSERT OR REPLACE INTO external VALUES (?, ?, ?, ?)",
-            (chain_index, pulse_index, record.status_code, record.to_json()),
-        )
+        data = record.to_json()
+        self._keep(chain_index, pulse_index, record.status_code, data)
         if record.status_code != ext.STATUS_VALID:
             # An outage is logged once by the relays (and once when they come back), not
             # on every pulse; a withheld or invalid round is news each time.
@@ -246,7 +247,7 @@ class ExternalMixer:
                 record.status_code,
                 record.reason,
             )
-        return ext.external_of(self._chain_or_pinned(), record)
+        return ext.external_of(self._chain_or_pinned(), record), data
 
     def _check_period(self) -> None:
         """Once the chain is known: warn if the beacon's period misses its rounds."""
@@ -277,7 +278,9 @@ class ExternalMixer:
 
     def remember(self, chain_index: int, pulse_index: int, data: bytes) -> None:
         """Keep the round record of a pulse planned elsewhere (``beacon.plan``) to publish it."""
-        status = ext.RoundRecord.from_json(data).status_code
+        self._keep(chain_index, pulse_index, ext.RoundRecord.from_json(data).status_code, data)
+
+    def _keep(self, chain_index: int, pulse_index: int, status: int, data: bytes) -> None:
         self._db().execute(
             "INSERT OR REPLACE INTO external VALUES (?, ?, ?, ?)",
             (chain_index, pulse_index, status, data),

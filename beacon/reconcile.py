@@ -285,7 +285,7 @@ def _inherit_plan(
     saved = state.plan()
     if saved is not None:
         planned = Plan.from_bytes(saved.data).pulse
-        if (saved.chain_index, saved.pulse_index) != (slot.chain_index, slot.pulse_index):
+        if saved.slot != slot:
             state.drop_plan()  # made for an index the chain has moved past
             saved = None
         elif planned.certificate_id != certificate_id:

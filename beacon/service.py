@@ -157,10 +157,7 @@ class Beacon:
         slot = self.next_slot()
         saved = self.state.plan()
         commitment = self.state.commitment()
-        if saved is not None and (saved.chain_index, saved.pulse_index) == (
-            slot.chain_index,
-            slot.pulse_index,
-        ):
+        if saved is not None and saved.slot == slot:
             self._current = Plan.from_bytes(saved.data).draw
             if saved.next_draw is not None:
                 return  # the plan holds the value after it too
@@ -270,10 +267,7 @@ class Beacon:
         a new plan for ``boundary`` is made and saved.
         """
         saved = self.state.plan()
-        if saved is not None and (saved.chain_index, saved.pulse_index) == (
-            slot.chain_index,
-            slot.pulse_index,
-        ):
+        if saved is not None and saved.slot == slot:
             plan = Plan.from_bytes(saved.data)
             if plan.pulse.time_ms != boundary:
                 log.info(
@@ -289,8 +283,9 @@ class Beacon:
         assert current is not None
         external = record = None  # round T, waited for at most external_wait_ms (beacon.drand)
         if self.external is not None:
-            external = self.external.external_for(slot.chain_index, slot.pulse_index, boundary)
-            record = self.external.record_for(slot.chain_index, slot.pulse_index)
+            external, record = self.external.external_for(
+                slot.chain_index, slot.pulse_index, boundary
+            )
         next_draw = self.prefetcher.take(slot.following())
         unsigned = plan_pulse(
             head,

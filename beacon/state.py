@@ -25,7 +25,7 @@ from typing import Any
 from beacon.entropy import EntropyDraw
 from beacon.errors import StateError
 from beacon.faults import failpoint
-from beacon.pulse.builder import Anchor, ChainHead
+from beacon.pulse.builder import Anchor, ChainHead, PulseSlot
 from beacon.sqlite import immediate, open_private
 
 SCHEMA_VERSION = 1
@@ -119,6 +119,10 @@ class SavedPlan:
     pulse_index: int
     data: bytes
     next_draw: EntropyDraw | None
+
+    @property
+    def slot(self) -> PulseSlot:
+        return PulseSlot(self.chain_index, self.pulse_index)
 
 
 def _anchors_to_json(anchors: dict[str, Anchor]) -> str:
@@ -329,10 +333,7 @@ class State:
                 db.execute("DELETE FROM commitment")
                 db.execute("DELETE FROM requests WHERE name='final'")
             else:
-                db.execute(
-                    "INSERT OR REPLACE INTO commitment VALUES (1, ?, ?, ?, ?)",
-                    (head.chain_index, head.pulse_index + 1, next_draw.record, next_draw.kind),
-                )
+                _write_commitment(db, head.chain_index, head.pulse_index + 1, next_draw)
             _bump(db, "pulses")
             _bump(db, f"source:{draw.kind}")
 
@@ -359,10 +360,7 @@ class State:
     def commit_to(self, chain_index: int, pulse_index: int, draw: EntropyDraw) -> None:
         """Make ``draw`` the value committed to for pulse (chain, index)."""
         with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO commitment VALUES (1, ?, ?, ?, ?)",
-                (chain_index, pulse_index, draw.record, draw.kind),
-            )
+            _write_commitment(db, chain_index, pulse_index, draw)
 
     def drop_plan(self) -> None:
         with self._tx() as db:
@@ -489,6 +487,15 @@ def _write_head(db: sqlite3.Connection, head: ChainHead) -> None:
             int(head.ended),
             _anchors_to_json(head.anchors),
         ),
+    )
+
+
+def _write_commitment(
+    db: sqlite3.Connection, chain_index: int, pulse_index: int, draw: EntropyDraw
+) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO commitment VALUES (1, ?, ?, ?, ?)",
+        (chain_index, pulse_index, draw.record, draw.kind),
     )
 
 
