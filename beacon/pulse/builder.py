@@ -237,7 +237,7 @@ def sign_pulse(head: ChainHead | None, unsigned: Pulse, signer: Signer) -> Built
     """Sign a planned pulse that follows ``head``.
 
     PKCS#1 v1.5 signatures are deterministic, so the same plan signed by the
-    same key gives the same bytes, whoever signs it (``beacon.intent``).
+    same key gives the same bytes, whoever signs it (``beacon.plan``).
 
     Raises ``BuildError`` when ``unsigned`` is not the pulse after ``head`` or
     names another certificate.
@@ -265,10 +265,8 @@ def sign_pulse(head: ChainHead | None, unsigned: Pulse, signer: Signer) -> Built
 def follows(head: ChainHead | None, unsigned: Pulse) -> None:
     """Raise ``BuildError`` unless the planned ``unsigned`` is the pulse after ``head``."""
     if head is not None and not head.ended:
-        expected = next_slot(head)
         if (
-            (unsigned.chain_index, unsigned.pulse_index)
-            != (expected.chain_index, expected.pulse_index)
+            PulseSlot(unsigned.chain_index, unsigned.pulse_index) != next_slot(head)
             or unsigned.previous != head.output_value
             or unsigned.time_ms <= head.time_ms
         ):
